@@ -1,0 +1,3 @@
+module gowsgi
+
+go 1.26

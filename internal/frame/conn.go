@@ -1,0 +1,221 @@
+package frame
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+)
+
+// Writer coalesces frames from many goroutines into few writes: senders append to a pending
+// buffer and one flusher goroutine writes whatever has piled up, so under load one system call
+// carries many frames. It is safe for concurrent use.
+type Writer struct {
+	conn *net.UnixConn
+
+	// wmu serialises writes to conn, so a frame sent with a descriptor cannot overtake frames
+	// appended before it.
+	wmu sync.Mutex
+
+	// mu guards the fields that follow.
+	mu      sync.Mutex
+	pending []byte
+	err     error // first write error; every later send returns it
+	closed  bool
+
+	wake chan struct{}
+	done chan struct{}
+}
+
+// NewWriter returns a Writer over conn and starts its flusher; Close stops it.
+func NewWriter(conn *net.UnixConn) *Writer {
+	w := &Writer{conn: conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go w.flushLoop()
+	return w
+}
+
+// ErrClosed is returned by sends after Close.
+var ErrClosed = errors.New("frame writer closed")
+
+// Send appends already-encoded frames and wakes the flusher.
+func (w *Writer) Send(frames []byte) error {
+	w.mu.Lock()
+	if w.err != nil || w.closed {
+		err := w.err
+		if err == nil {
+			err = ErrClosed
+		}
+		w.mu.Unlock()
+		return err
+	}
+	w.pending = append(w.pending, frames...)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// SendFunc lets fn append frames directly into the pending buffer, saving a copy.
+func (w *Writer) SendFunc(fn func(dst []byte) []byte) error {
+	w.mu.Lock()
+	if w.err != nil || w.closed {
+		err := w.err
+		if err == nil {
+			err = ErrClosed
+		}
+		w.mu.Unlock()
+		return err
+	}
+	w.pending = fn(w.pending)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// SendFD writes frames at once, after everything sent before, with fd attached as SCM_RIGHTS.
+// The caller keeps ownership of fd.
+func (w *Writer) SendFD(frames []byte, fd int) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if err := w.flushLocked(); err != nil {
+		return err
+	}
+	_, _, err := w.conn.WriteMsgUnix(frames, syscall.UnixRights(fd), nil)
+	if err != nil {
+		err = fmt.Errorf("send frame with descriptor: %w", err)
+		w.fail(err)
+	}
+	return err
+}
+
+func (w *Writer) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+}
+
+// flushLocked writes the pending buffer; w.wmu must be held.
+func (w *Writer) flushLocked() error {
+	w.mu.Lock()
+	buf := w.pending
+	w.pending = nil
+	err := w.err
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if len(buf) == 0 {
+		return nil
+	}
+	_, err = w.conn.Write(buf)
+	if err != nil {
+		err = fmt.Errorf("write frames: %w", err)
+		w.fail(err)
+		return err
+	}
+	// Hand the buffer back for reuse when nobody appended meanwhile.
+	w.mu.Lock()
+	if w.pending == nil && cap(buf) <= 1<<20 {
+		w.pending = buf[:0]
+	}
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *Writer) flushLoop() {
+	defer close(w.done)
+	for range w.wake {
+		// Let senders that are runnable append before the write, so that one write carries
+		// many frames even on a single core (a channel send runs this goroutine at once).
+		runtime.Gosched()
+		w.wmu.Lock()
+		err := w.flushLocked()
+		w.wmu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+	w.wmu.Lock()
+	_ = w.flushLocked() // the error is kept in w.err for Err
+	w.wmu.Unlock()
+}
+
+// Close flushes what is pending, stops the flusher and waits for it. It does not close conn.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		<-w.done
+		return w.Err()
+	}
+	w.closed = true
+	w.mu.Unlock()
+	close(w.wake)
+	<-w.done
+	return w.Err()
+}
+
+// Err returns the first write error.
+func (w *Writer) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// FDReader reads a unix stream socket and collects the descriptors that arrive as SCM_RIGHTS,
+// so that a File frame can take the descriptor that travelled with it. It is not safe for
+// concurrent use.
+type FDReader struct {
+	conn *net.UnixConn
+	oob  []byte
+	fds  []int
+}
+
+// NewFDReader returns an FDReader over conn.
+func NewFDReader(conn *net.UnixConn) *FDReader {
+	return &FDReader{conn: conn, oob: make([]byte, syscall.CmsgSpace(4*8))}
+}
+
+// Read implements io.Reader.
+func (r *FDReader) Read(p []byte) (int, error) {
+	n, oobn, _, _, err := r.conn.ReadMsgUnix(p, r.oob)
+	if oobn > 0 {
+		msgs, perr := syscall.ParseSocketControlMessage(r.oob[:oobn])
+		if perr == nil {
+			for _, m := range msgs {
+				fds, ferr := syscall.ParseUnixRights(&m)
+				if ferr == nil {
+					r.fds = append(r.fds, fds...)
+				}
+			}
+		}
+	}
+	return n, err
+}
+
+// TakeFD returns the oldest received descriptor not yet taken, or -1.
+func (r *FDReader) TakeFD() int {
+	if len(r.fds) == 0 {
+		return -1
+	}
+	fd := r.fds[0]
+	r.fds = r.fds[1:]
+	return fd
+}
+
+// CloseFDs closes every descriptor received and not taken.
+func (r *FDReader) CloseFDs() {
+	for _, fd := range r.fds {
+		syscall.Close(fd)
+	}
+	r.fds = nil
+}

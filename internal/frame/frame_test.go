@@ -1,0 +1,195 @@
+package frame
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+)
+
+func TestRoundTrip(t *testing.T) {
+	var b []byte
+	b = AppendRequest(b, 7, []byte("env"), []byte("body"), true)
+	b = AppendU32(b, Credit, 7, 65536)
+	b = Append(b, Data, 0, 9, []byte("chunk"))
+	b = AppendHeader(b, End, FlagAbort, 9, 0)
+	b = AppendReady(b, ReadyInfo{Version: Version, Threads: 4, Pid: 123, Python: "Python 3.11"})
+	b = AppendFileFrame(b, 3, 10, 20)
+	r := NewReader(bufio.NewReader(bytes.NewReader(b)))
+
+	f, err := r.Next()
+	if err != nil || f.Kind != Request || f.Stream != 7 || f.Flags != FlagEnd {
+		t.Fatalf("request frame: got %+v, %v", f, err)
+	}
+	env, body, err := ParseRequest(f.Payload)
+	if err != nil || string(env) != "env" || string(body) != "body" {
+		t.Fatalf("ParseRequest: got %q %q %v", env, body, err)
+	}
+	f, _ = r.Next()
+	if n, err := f.U32(); err != nil || f.Kind != Credit || n != 65536 {
+		t.Fatalf("credit: got %+v %d %v", f, n, err)
+	}
+	f, _ = r.Next()
+	if f.Kind != Data || string(f.Payload) != "chunk" || f.Stream != 9 {
+		t.Fatalf("data: got %+v", f)
+	}
+	f, _ = r.Next()
+	if f.Kind != End || f.Flags != FlagAbort || len(f.Payload) != 0 {
+		t.Fatalf("end: got %+v", f)
+	}
+	f, _ = r.Next()
+	info, err := ParseReady(f.Payload)
+	if err != nil || info.Threads != 4 || info.Pid != 123 || info.Python != "Python 3.11" || info.Version != Version {
+		t.Fatalf("ready: got %+v %v", info, err)
+	}
+	f, _ = r.Next()
+	off, n, err := ParseFileFrame(f.Payload)
+	if err != nil || off != 10 || n != 20 {
+		t.Fatalf("file: got %d %d %v", off, n, err)
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Fatalf("after the last frame: got %v, want io.EOF", err)
+	}
+}
+
+func TestTruncated(t *testing.T) {
+	full := Append(nil, Data, 0, 1, []byte("hello"))
+	for cut := 1; cut < len(full); cut++ {
+		r := NewReader(bufio.NewReader(bytes.NewReader(full[:cut])))
+		_, err := r.Next()
+		if err == nil {
+			t.Fatalf("cut at %d: no error", cut)
+		}
+		if cut > HeaderSize && err != io.ErrUnexpectedEOF {
+			t.Fatalf("cut at %d inside the payload: got %v, want io.ErrUnexpectedEOF", cut, err)
+		}
+	}
+}
+
+func TestTooLarge(t *testing.T) {
+	b := AppendHeader(nil, Data, 0, 1, MaxPayload+1)
+	_, err := NewReader(bufio.NewReader(bytes.NewReader(b))).Next()
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+}
+
+func TestPackedHead(t *testing.T) {
+	fields := []HeadField{{[]byte("Content-Type"), []byte("text/plain")}, {[]byte("X-A"), []byte("")}}
+	packed := AppendPackedHead(nil, []byte("200 OK"), fields)
+	b := AppendHeadFrame(nil, 5, 200, 13, packed)
+	f, err := NewReader(bufio.NewReader(bytes.NewReader(b))).Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h ResponseHead
+	if err := ParseHeadFrame(f.Payload, &h); err != nil {
+		t.Fatal(err)
+	}
+	if string(h.Status) != "200 OK" || h.Code != 200 || h.Length != 13 || len(h.Fields) != 2 ||
+		string(h.Fields[0].Name) != "Content-Type" || string(h.Fields[1].Value) != "" {
+		t.Fatalf("got %+v", h)
+	}
+	for cut := 0; cut < len(packed); cut++ {
+		var h ResponseHead
+		if err := ParsePackedHead(packed[:cut], &h); err == nil {
+			t.Fatalf("cut at %d: no error", cut)
+		}
+	}
+}
+
+// TestWriterCoalescesAndPassesFDs checks order across Send and SendFD and that the descriptor
+// arrives with its frame.
+func TestWriterCoalescesAndPassesFDs(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "s")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.(*net.UnixConn)
+	}
+	a, b := conn(fds[0]), conn(fds[1])
+	defer a.Close()
+	defer b.Close()
+	w := NewWriter(a)
+	for i := 0; i < 100; i++ {
+		if err := w.Send(Append(nil, Data, 0, uint32(i), []byte("x"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmp, err := os.CreateTemp(t.TempDir(), "fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp.WriteString("file contents")
+	if err := w.SendFD(AppendFileFrame(nil, 100, 0, 13), int(tmp.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	w.Send(AppendHeader(nil, End, 0, 101, 0))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fr := NewFDReader(b)
+	r := NewReader(bufio.NewReader(fr))
+	for i := 0; i < 102; i++ {
+		f, err := r.Next()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if f.Stream != uint32(i) {
+			t.Fatalf("frame %d has stream %d: order broken", i, f.Stream)
+		}
+		if f.Kind == File {
+			fd := fr.TakeFD()
+			if fd < 0 {
+				t.Fatal("file frame arrived without its descriptor")
+			}
+			got := make([]byte, 13)
+			if _, err := syscall.Pread(fd, got, 0); err != nil || string(got) != "file contents" {
+				t.Fatalf("descriptor reads %q, %v", got, err)
+			}
+			syscall.Close(fd)
+		}
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	f.Add(AppendRequest(nil, 1, []byte("k"), []byte("v"), false))
+	f.Add(AppendHeadFrame(nil, 1, 200, -1, AppendPackedHead(nil, []byte("200 OK"), []HeadField{{[]byte("A"), []byte("b")}})))
+	f.Add(AppendReady(nil, ReadyInfo{Version: 1, Threads: 2}))
+	f.Add(AppendFileFrame(nil, 1, 2, 3))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := NewReader(bufio.NewReader(bytes.NewReader(b)))
+		for {
+			fr, err := r.Next()
+			if err != nil {
+				return
+			}
+			if len(fr.Payload) > MaxPayload {
+				t.Fatalf("payload of %d bytes passed the limit", len(fr.Payload))
+			}
+			// Every decoder must fail cleanly on anything.
+			ParseRequest(fr.Payload)
+			ParseReady(fr.Payload)
+			ParseFileFrame(fr.Payload)
+			fr.U32()
+			var h ResponseHead
+			if ParseHeadFrame(fr.Payload, &h) == nil {
+				re := AppendPackedHead(nil, h.Status, h.Fields)
+				if !bytes.Equal(re, fr.Payload[10:]) {
+					t.Fatalf("packed head does not round-trip")
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,542 @@
+package front
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"gowsgi/internal/frame"
+	"gowsgi/internal/http1"
+	"gowsgi/internal/supervisor"
+	"gowsgi/internal/wsgi"
+)
+
+// conn is one client connection, served by one goroutine: requests are read, dispatched and
+// answered in order (pipelined requests wait in the read buffer).
+type conn struct {
+	s    *Server
+	nc   net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	ci   wsgi.ConnInfo
+	idle atomic.Bool // waiting for the next request: safe to close when draining
+
+	envBuf  []byte
+	bodyBuf []byte
+}
+
+// flushingReader flushes pending response bytes before the connection blocks on reading, so a
+// response is never held back while we wait for the client, yet pipelined responses coalesce.
+type flushingReader struct{ c *conn }
+
+func (r flushingReader) Read(p []byte) (int, error) {
+	if r.c.bw.Buffered() > 0 {
+		if err := r.c.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return r.c.nc.Read(p)
+}
+
+// deadlineWriter sets a write deadline before each write to the client.
+type deadlineWriter struct {
+	nc      net.Conn
+	timeout time.Duration
+}
+
+func (w deadlineWriter) Write(p []byte) (int, error) {
+	_ = w.nc.SetWriteDeadline(time.Now().Add(w.timeout)) // a closed conn fails the write itself
+	return w.nc.Write(p)
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{s: s, nc: nc}
+	c.br = bufio.NewReaderSize(flushingReader{c}, 16<<10)
+	c.bw = bufio.NewWriterSize(deadlineWriter{nc, s.cfg.WriteTimeout}, 16<<10)
+	c.ci = connInfo(nc)
+	return c
+}
+
+func connInfo(nc net.Conn) wsgi.ConnInfo {
+	ci := wsgi.ConnInfo{Scheme: "http"}
+	switch a := nc.LocalAddr().(type) {
+	case *net.UnixAddr:
+		ci.Unix = true
+		ci.LocalHost = a.Name
+	default:
+		ci.LocalHost, ci.LocalPort, _ = net.SplitHostPort(a.String())
+	}
+	if !ci.Unix {
+		ci.RemoteHost, ci.RemotePort, _ = net.SplitHostPort(nc.RemoteAddr().String())
+	}
+	return ci
+}
+
+func (c *conn) serve() {
+	defer c.s.forget(c)
+	defer c.nc.Close()
+	for {
+		c.idle.Store(true)
+		if c.s.isDraining() {
+			return
+		}
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.KeepAlive))
+		if _, err := c.br.Peek(1); err != nil {
+			return // closed, idle too long, or drained
+		}
+		c.idle.Store(false)
+		start := time.Now()
+		_ = c.nc.SetReadDeadline(start.Add(c.s.cfg.HeaderTimeout))
+		req, err := http1.ReadRequest(c.br, c.s.cfg.Limits)
+		if err != nil {
+			var he *http1.Error
+			if errors.As(err, &he) {
+				c.writeError(he.Status, he.Reason)
+				c.logAccess(nil, start, he.Status, 0)
+			}
+			return
+		}
+		if !c.handle(req, start) {
+			return
+		}
+	}
+}
+
+// bodyReader applies the body timeout to each read and remembers how the body ended.
+type bodyReader struct {
+	c    *conn
+	r    io.Reader
+	done bool  // io.EOF seen: the body was read to its end
+	err  error // a read error other than io.EOF
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	_ = b.c.nc.SetReadDeadline(time.Now().Add(b.c.s.cfg.BodyTimeout))
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.done = true
+	} else if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// handle serves one request and reports whether the connection may carry another.
+func (c *conn) handle(req *http1.Request, start time.Time) bool {
+	hasBody := req.Chunked || req.ContentLength > 0
+	body := &bodyReader{c: c, r: http1.NewBodyReader(c.br, req, c.s.cfg.Limits)}
+	if !hasBody {
+		body.done = true
+	}
+
+	// The first body bytes travel with the request, read before a Python thread is taken,
+	// unless the client waits for "100 Continue", which only the app's first read may send.
+	var prefix []byte
+	bodyEnd := !hasBody
+	if hasBody && !req.Expect100 {
+		want := c.s.cfg.BodyPrefix
+		if !req.Chunked && req.ContentLength < int64(want) {
+			want = int(req.ContentLength)
+		}
+		if cap(c.bodyBuf) < want {
+			c.bodyBuf = make([]byte, want)
+		}
+		n, err := io.ReadFull(body, c.bodyBuf[:want])
+		prefix = c.bodyBuf[:n]
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			if body.err != nil || !body.done {
+				return c.failBody(req, start, body.err)
+			}
+			bodyEnd = true
+		case err != nil:
+			return c.failBody(req, start, err)
+		default:
+			// Filled the prefix; a Content-Length body may end exactly here.
+			if !req.Chunked && int64(n) == req.ContentLength {
+				body.done, bodyEnd = true, true
+			}
+		}
+	}
+
+	c.envBuf = wsgi.AppendEnviron(c.envBuf[:0], req, &c.ci, &c.s.cfg.Environ)
+	st, err := c.s.sup.Open(context.Background())
+	if err != nil {
+		c.writeError(503, "Service Unavailable")
+		c.logAccess(req, start, 503, 0)
+		return false
+	}
+	if err := st.SendRequest(c.envBuf, prefix, bodyEnd); err != nil {
+		// The worker is gone; its stream fails below like any other.
+		c.s.log.Debug(fmt.Sprintf("send request: %v", err))
+	}
+	r := response{c: c, req: req, st: st, body: body, start: start}
+	return r.run()
+}
+
+// failBody answers a request whose body could not be read before dispatch.
+func (c *conn) failBody(req *http1.Request, start time.Time, err error) bool {
+	var he *http1.Error
+	if errors.As(err, &he) {
+		c.writeError(he.Status, he.Reason)
+		c.logAccess(req, start, he.Status, 0)
+	}
+	return false
+}
+
+// writeError sends a complete error response and marks the connection for closing.
+func (c *conn) writeError(code int, reason string) {
+	text := statusText(code)
+	msg := text + "\n"
+	if reason != "" && code < 500 {
+		msg = text + ": " + reason + "\n"
+	}
+	fmt.Fprintf(c.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		code, text, len(msg), msg)
+	_ = c.bw.Flush() // the connection closes next either way
+}
+
+func statusText(code int) string {
+	switch code {
+	case 400:
+		return "Bad Request"
+	case 408:
+		return "Request Timeout"
+	case 413:
+		return "Content Too Large"
+	case 414:
+		return "URI Too Long"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 501:
+		return "Not Implemented"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
+	case 504:
+		return "Gateway Timeout"
+	case 505:
+		return "HTTP Version Not Supported"
+	}
+	return "Error"
+}
+
+// response drives one stream: it feeds the request body the app asks for and writes the
+// response the worker sends.
+type response struct {
+	c     *conn
+	req   *http1.Request
+	st    *supervisor.Stream
+	body  *bodyReader
+	start time.Time
+
+	headSent  bool
+	code      int
+	noBody    bool  // HEAD, 1xx, 204, 304: nothing after the head
+	chunked   bool  // Transfer-Encoding: chunked
+	remaining int64 // body bytes still allowed by Content-Length; -1 unbounded
+	written   int64
+	keepAlive bool
+	sent100   bool
+	clientErr bool // a write to the client failed
+	cancelled bool
+}
+
+func (r *response) run() bool {
+	for {
+		e := r.st.Next()
+		switch e.Kind {
+		case supervisor.EventWantBody:
+			r.feedBody(e.N)
+		case supervisor.EventHead:
+			r.writeHead(&e.Head)
+		case supervisor.EventData:
+			r.writeData(e.Data)
+			if !r.clientErr && !r.st.Pending() {
+				r.flush()
+			}
+		case supervisor.EventFile:
+			r.sendFile(e)
+		case supervisor.EventEnd:
+			return r.finish(e.Abort)
+		case supervisor.EventFailed:
+			if !r.headSent {
+				r.c.writeError(502, "")
+				r.c.logAccess(r.req, r.start, 502, 0)
+				return false
+			}
+			r.c.logAccess(r.req, r.start, r.code, r.written)
+			return false
+		}
+	}
+}
+
+func (r *response) cancel() {
+	if !r.cancelled {
+		r.cancelled = true
+		r.st.Cancel()
+	}
+}
+
+func (r *response) flush() {
+	if err := r.c.bw.Flush(); err != nil {
+		r.clientErr = true
+		r.cancel()
+	}
+}
+
+// feedBody reads up to n more request body bytes for the app.
+func (r *response) feedBody(n int) {
+	if r.req.Expect100 && !r.sent100 && !r.headSent && !r.body.done {
+		r.sent100 = true
+		if _, err := r.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err == nil {
+			r.flush()
+		}
+	}
+	n = min(max(n, 1), 64<<10)
+	if cap(r.c.bodyBuf) < n {
+		r.c.bodyBuf = make([]byte, n)
+	}
+	buf := r.c.bodyBuf[:n]
+	k, err := io.ReadAtLeast(r.body, buf, 1)
+	switch {
+	case err == nil:
+		_ = r.st.SendBody(buf[:k], r.body.done) // a dead worker fails the stream
+	case err == io.EOF:
+		_ = r.st.SendBody(nil, true)
+	default:
+		// The client went away or sent a broken body: the app's read fails.
+		r.keepAlive = false
+		r.cancel()
+	}
+}
+
+var crlf = []byte("\r\n")
+
+func (r *response) writeHead(h *frame.ResponseHead) {
+	if r.headSent {
+		return
+	}
+	r.headSent = true
+	r.code = h.Code
+	bw := r.c.bw
+	r.noBody = r.req.Method == "HEAD" || h.Code < 200 || h.Code == 204 || h.Code == 304
+	r.remaining = -1
+	bw.WriteString("HTTP/1.1 ")
+	bw.Write(h.Status)
+	bw.Write(crlf)
+	hasDate := false
+	for _, f := range h.Fields {
+		if isName(f.Name, "content-length") {
+			if r.remaining >= 0 {
+				continue // a repeated Content-Length would make the response ambiguous
+			}
+			n, err := strconv.ParseInt(string(trimSpace(f.Value)), 10, 64)
+			if err != nil {
+				continue // the worker validated it; never trust it blindly
+			}
+			r.remaining = n
+		} else if isName(f.Name, "date") {
+			hasDate = true
+		}
+		bw.Write(f.Name)
+		bw.WriteString(": ")
+		bw.Write(f.Value)
+		bw.Write(crlf)
+	}
+	if !hasDate {
+		bw.WriteString("Date: ")
+		bw.WriteString(r.c.s.httpDate())
+		bw.Write(crlf)
+	}
+	r.keepAlive = r.req.KeepAlive && !r.c.s.isDraining()
+	if r.remaining < 0 && h.Length >= 0 && !(r.noBody && r.req.Method != "HEAD") {
+		r.remaining = h.Length
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(h.Length, 10))
+		bw.Write(crlf)
+	}
+	if r.remaining < 0 && !r.noBody {
+		if r.req.Minor >= 1 {
+			r.chunked = true
+			bw.WriteString("Transfer-Encoding: chunked\r\n")
+		} else {
+			r.keepAlive = false // the body ends when the connection does
+		}
+	}
+	if r.req.Expect100 && !r.sent100 && !r.body.done {
+		r.keepAlive = false // the client may or may not send the body it announced
+	}
+	if !r.keepAlive {
+		bw.WriteString("Connection: close\r\n")
+	} else if r.req.Minor == 0 {
+		bw.WriteString("Connection: keep-alive\r\n")
+	}
+	bw.Write(crlf)
+}
+
+func (r *response) writeData(p []byte) {
+	if r.noBody || r.clientErr {
+		return
+	}
+	if r.remaining >= 0 {
+		if int64(len(p)) > r.remaining {
+			p = p[:r.remaining] // longer than promised: cut
+		}
+		r.remaining -= int64(len(p))
+	}
+	if len(p) == 0 {
+		r.grant(len(p))
+		return
+	}
+	bw := r.c.bw
+	var err error
+	if r.chunked {
+		bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
+		bw.Write(crlf)
+		bw.Write(p)
+		_, err = bw.Write(crlf)
+	} else {
+		_, err = bw.Write(p)
+	}
+	if err != nil {
+		r.clientErr = true
+		r.cancel()
+		return
+	}
+	r.written += int64(len(p))
+	r.grant(len(p))
+}
+
+func (r *response) grant(n int) {
+	if n > 0 && !r.cancelled {
+		r.st.Credit(n)
+	}
+}
+
+func (r *response) sendFile(e supervisor.Event) {
+	defer e.File.Close()
+	n := e.Length
+	if r.remaining >= 0 {
+		n = min(n, r.remaining)
+		r.remaining -= n
+	}
+	if r.noBody || r.clientErr || n <= 0 {
+		return
+	}
+	if r.chunked {
+		// Length is known for files, so this only happens when the app's header was
+		// dropped; stay correct rather than fast.
+		r.writeData(nil)
+	}
+	r.flush()
+	if r.clientErr {
+		return
+	}
+	if _, err := e.File.Seek(e.Offset, io.SeekStart); err != nil {
+		r.clientErr = true
+		r.cancel()
+		return
+	}
+	_ = r.c.nc.SetWriteDeadline(time.Time{})
+	// io.Copy to a *net.TCPConn from an *os.File under a LimitedReader uses sendfile(2).
+	w, err := io.Copy(r.c.nc, io.LimitReader(e.File, n))
+	r.written += w
+	if err != nil || w < n {
+		r.clientErr = true
+		r.cancel()
+	}
+}
+
+// finish completes the response after the worker's End and reports whether the connection
+// may carry another request.
+func (r *response) finish(abort bool) bool {
+	defer func() { r.c.logAccess(r.req, r.start, r.code, r.written) }()
+	if !r.headSent {
+		// Cannot happen with a well-behaved worker; never leave the client hanging.
+		r.c.writeError(502, "")
+		r.code = 502
+		return false
+	}
+	if abort || r.clientErr {
+		r.flush()
+		return false
+	}
+	if r.chunked {
+		r.c.bw.WriteString("0\r\n\r\n")
+	}
+	if r.remaining > 0 && !r.noBody {
+		// Shorter than its Content-Length: the client must see the connection end.
+		r.flush()
+		return false
+	}
+	if !r.keepAlive {
+		r.flush()
+		return false
+	}
+	if !r.body.done {
+		// The app left body unread: skip it so the next request parses, within reason.
+		_, err := io.CopyN(io.Discard, r.body, 1<<20)
+		if err != io.EOF {
+			r.flush()
+			return false
+		}
+	}
+	return true
+}
+
+func isName(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// cachedDate is a Date header value and the second it was made for.
+type cachedDate struct {
+	sec int64
+	s   string
+}
+
+// httpDate returns the Date header value, formatted at most once a second.
+func (s *Server) httpDate() string {
+	now := time.Now()
+	if d := s.date.Load(); d != nil && d.sec == now.Unix() {
+		return d.s
+	}
+	d := &cachedDate{sec: now.Unix(), s: now.UTC().Format("Mon, 02 Jan 2006 15:04:05 GMT")}
+	s.date.Store(d)
+	return d.s
+}

@@ -1,0 +1,178 @@
+// Package front is the serving process: it owns the listeners and every client connection,
+// does all HTTP/1.1 work, and hands each request to a free Python thread through the
+// supervisor. It never starts Python; it knows only that a worker thread takes a packed request
+// and answers with a head and a body.
+package front
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gowsgi/internal/http1"
+	"gowsgi/internal/supervisor"
+	"gowsgi/internal/wsgi"
+)
+
+// Config is what the front needs to serve. Zero durations take the documented defaults.
+type Config struct {
+	Listeners []net.Listener
+	Limits    http1.Limits
+	Environ   wsgi.Options
+
+	// HeaderTimeout bounds reading one request head once its first byte arrived (default 30s).
+	HeaderTimeout time.Duration
+	// KeepAlive is how long an idle keep-alive connection waits for its next request
+	// (gunicorn --keep-alive; default 5s).
+	KeepAlive time.Duration
+	// BodyTimeout bounds each read of a request body (default 60s).
+	BodyTimeout time.Duration
+	// WriteTimeout bounds each write to a client (default 60s).
+	WriteTimeout time.Duration
+	// BodyPrefix is how many request body bytes travel with the request frame, read before a
+	// Python thread is taken (default 64 KiB).
+	BodyPrefix int
+
+	AccessLog io.Writer // nil: no access log
+	Logger    *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.HeaderTimeout == 0 {
+		c.HeaderTimeout = 30 * time.Second
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 5 * time.Second
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = 60 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 60 * time.Second
+	}
+	if c.BodyPrefix == 0 {
+		c.BodyPrefix = 64 << 10
+	}
+}
+
+// Server serves HTTP/1.1 on its listeners. Create it with New.
+type Server struct {
+	cfg    Config
+	sup    *supervisor.Supervisor
+	log    *slog.Logger
+	access *accessLog
+	date   atomic.Pointer[cachedDate]
+
+	acceptors sync.WaitGroup // one goroutine per listener
+	conns     sync.WaitGroup // one goroutine per connection
+
+	// mu guards the fields that follow.
+	mu       sync.Mutex
+	live     map[*conn]struct{}
+	draining bool
+}
+
+// New returns a server dispatching to sup.
+func New(cfg Config, sup *supervisor.Supervisor) *Server {
+	cfg.defaults()
+	s := &Server{cfg: cfg, sup: sup, log: cfg.Logger, live: make(map[*conn]struct{})}
+	if cfg.AccessLog != nil {
+		s.access = newAccessLog(cfg.AccessLog)
+	}
+	return s
+}
+
+// Serve accepts connections until ctx ends, then drains: it stops accepting, lets in-flight
+// requests finish within grace, and closes what is left.
+func (s *Server) Serve(ctx context.Context, grace time.Duration) {
+	for _, l := range s.cfg.Listeners {
+		s.acceptors.Add(1)
+		go s.accept(l)
+	}
+	<-ctx.Done()
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	for _, l := range s.cfg.Listeners {
+		l.Close() // stops the acceptors; the error they see is expected
+	}
+	s.acceptors.Wait()
+	s.closeIdle()
+	done := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		s.log.Warn("Graceful timeout reached; closing the remaining connections")
+		s.mu.Lock()
+		for c := range s.live {
+			c.nc.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+}
+
+func (s *Server) accept(l net.Listener) {
+	defer s.acceptors.Done()
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors and the like: back off instead of spinning.
+			delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+			s.log.Error(fmt.Sprintf("Accept: %v; retrying in %v", err, delay))
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		c := newConn(s, nc)
+		s.mu.Lock()
+		if s.draining {
+			s.mu.Unlock()
+			nc.Close()
+			continue
+		}
+		s.live[c] = struct{}{}
+		s.conns.Add(1)
+		s.mu.Unlock()
+		go c.serve()
+	}
+}
+
+// closeIdle closes the connections that wait for a next request; busy ones close after their
+// current response.
+func (s *Server) closeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.live {
+		if c.idle.Load() {
+			c.nc.Close()
+		}
+	}
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.live, c)
+	s.mu.Unlock()
+	s.conns.Done()
+}

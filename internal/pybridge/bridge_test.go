@@ -1,0 +1,131 @@
+package pybridge
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func init() { runtime.LockOSThread() } // TestMain runs on the main thread; Python's lives there
+
+// The interpreter can start once per process, so TestMain owns it for every test here.
+func TestMain(m *testing.M) {
+	dir, _ := filepath.Abs("testdata")
+	if err := Init(Config{Paths: []string{dir}, Multithread: true}); err != nil {
+		println("init:", err.Error())
+		os.Exit(1)
+	}
+	if err := LoadApp("bridgeapp", "application", false, ""); err != nil {
+		println("load:", err.Error())
+		os.Exit(1)
+	}
+	DetachMain()
+	code := m.Run()
+	Finalize()
+	os.Exit(code)
+}
+
+func packEnv(kv ...string) []byte {
+	var b []byte
+	for i := 0; i < len(kv); i += 2 {
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(kv[i])))
+		b = append(b, kv[i]...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(kv[i+1])))
+		b = append(b, kv[i+1]...)
+	}
+	return b
+}
+
+// onThread runs fn on a new locked OS thread with its own Python thread, as the worker does.
+func onThread(t *testing.T, fn func(th *Thread)) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		th, err := NewThread()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		fn(th)
+	}()
+	<-done
+}
+
+func call(th *Thread, path string, body string) Result {
+	return th.Call(packEnv("REQUEST_METHOD", "GET", "PATH_INFO", path), []byte(body), true, -1, -1)
+}
+
+func TestPhases(t *testing.T) {
+	onThread(t, func(th *Thread) {
+		r := call(th, "/hello", "")
+		if r.Kind != Data || string(r.Data) != "Hello, " || r.Total != 13 || !strings.Contains(string(r.Head), "200 OK") {
+			t.Errorf("call /hello: %+v", r)
+		}
+		r = th.Next()
+		if r.Kind != Done || string(r.Data) != "World!" {
+			t.Errorf("next /hello: %+v", r)
+		}
+		th.Close()
+
+		r = call(th, "/gen", "")
+		var got []string
+		for {
+			got = append(got, string(r.Data))
+			if r.Kind != Data {
+				break
+			}
+			r = th.Next()
+		}
+		th.Close()
+		if strings.Join(got, ",") != "x,xx,xxx," || r.Kind != Done || r.Total != -1 {
+			t.Errorf("generator chunks %q, last %+v", got, r)
+		}
+
+		r = call(th, "/echo", "payload")
+		if string(r.Data) != "payload" {
+			t.Errorf("echo: %+v", r)
+		}
+		th.Close()
+	})
+}
+
+func TestErrors(t *testing.T) {
+	onThread(t, func(th *Thread) {
+		for _, tc := range []struct{ path, want string }{
+			{"/raise", "ValueError: boom"},
+			{"/badheader", "not latin-1"},
+			{"/notbytes", "must be bytes"},
+		} {
+			r := call(th, tc.path, "")
+			th.Close()
+			if r.Kind != Error || !strings.Contains(r.Err, tc.want) {
+				t.Errorf("%s: got %+v, want an error containing %q", tc.path, r, tc.want)
+			}
+		}
+		// The thread still serves after errors.
+		r := call(th, "/hello", "")
+		th.Close()
+		if r.Kind != Data {
+			t.Errorf("after errors: %+v", r)
+		}
+	})
+}
+
+func TestThreadLocalPersists(t *testing.T) {
+	onThread(t, func(th *Thread) {
+		for i := 1; i <= 50; i++ {
+			r := call(th, "/local", "")
+			got := string(r.Data)
+			th.Close()
+			if got != strconv.Itoa(i) {
+				t.Fatalf("request %d saw threading.local counter %q", i, got)
+			}
+		}
+	})
+}
+

@@ -1,0 +1,807 @@
+/* shim.c: everything gowsgi does with the CPython C API. See shim.h for the conventions.
+ * Module state below is only touched with the GIL held. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+typedef struct gw_buf {
+	char *p;
+	size_t len, cap;
+} gw_buf;
+
+struct gw_thread {
+	PyThreadState *ts;
+	PyObject *environ; /* the request's environ (for error messages) */
+	PyObject *sr;      /* glue.StartResponse */
+	PyObject *result;  /* what the app returned; close() is called on it */
+	PyObject *iter;    /* iterator over result, or NULL when seq is used */
+	PyObject *seq;     /* borrowed: result itself when it is an exact list or tuple */
+	Py_ssize_t idx;    /* next index into seq */
+	PyObject *chunk;   /* the chunk handed to Go, kept alive until the next call */
+	int up_fd;
+	gw_buf head;
+	char err[512];
+};
+
+/* Module state (GIL held). */
+static PyThreadState *gw_main_ts;
+static PyObject *gw_app, *gw_glue;
+static PyObject *gw_StartResponse, *gw_FileWrapper, *gw_make_input, *gw_log_exc, *gw_BytesIO;
+static PyObject *gw_version;
+static int gw_multithread, gw_multiprocess;
+static PyObject *k_status, *k_headers, *k_sent, *k_close, *k_filelike, *k_fileno, *k_tell;
+static PyObject *k_version, *k_input, *k_errors, *k_multithread, *k_multiprocess, *k_run_once,
+	*k_file_wrapper, *k_input_terminated, *k_method, *k_path;
+
+/* ---- small helpers (no GIL needed) ---- */
+
+static int write_all(int fd, const void *p, size_t n) {
+	const char *c = p;
+	while (n > 0) {
+		ssize_t w = write(fd, c, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int read_all(int fd, void *p, size_t n) {
+	char *c = p;
+	while (n > 0) {
+		ssize_t r = read(fd, c, n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (r == 0)
+			return -1;
+		c += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static void put_u32(unsigned char *p, uint32_t v) {
+	p[0] = v & 0xff;
+	p[1] = (v >> 8) & 0xff;
+	p[2] = (v >> 16) & 0xff;
+	p[3] = (v >> 24) & 0xff;
+}
+
+static uint32_t get_u32(const unsigned char *p) {
+	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static int buf_reserve(gw_buf *b, size_t more) {
+	if (b->len + more <= b->cap)
+		return 0;
+	size_t cap = b->cap ? b->cap : 512;
+	while (cap < b->len + more)
+		cap *= 2;
+	char *p = realloc(b->p, cap);
+	if (!p) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+static int buf_put(gw_buf *b, const void *p, size_t n) {
+	if (buf_reserve(b, n) < 0)
+		return -1;
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+/* ---- head packing (GIL held) ---- */
+
+/* pack_str appends s as latin-1 bytes with a u16 (wide=0) or u32 (wide=1) length prefix.
+ * Returns -1 with TypeError or ValueError set when s is not a latin-1 str. */
+static int pack_str(gw_buf *b, PyObject *s, int wide, const char *what) {
+	if (!PyUnicode_Check(s)) {
+		PyErr_Format(PyExc_TypeError, "%s must be str, not %.100s", what, Py_TYPE(s)->tp_name);
+		return -1;
+	}
+#if PY_VERSION_HEX < 0x030C0000
+	if (PyUnicode_READY(s) < 0)
+		return -1;
+#endif
+	if (PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND) {
+		PyErr_Format(PyExc_ValueError, "%s %.200R is not latin-1", what, s);
+		return -1;
+	}
+	Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+	unsigned char len[4];
+	if (wide) {
+		put_u32(len, (uint32_t)n);
+	} else {
+		if (n > 0xffff) {
+			PyErr_Format(PyExc_ValueError, "%s is too long (%zd characters)", what, n);
+			return -1;
+		}
+		len[0] = n & 0xff;
+		len[1] = (n >> 8) & 0xff;
+	}
+	if (buf_put(b, len, wide ? 4 : 2) < 0)
+		return -1;
+	return buf_put(b, PyUnicode_DATA(s), (size_t)n);
+}
+
+/* pack_head fills b with the packed status and headers (frame.PackedHead). */
+static int pack_head(gw_buf *b, PyObject *status, PyObject *headers) {
+	b->len = 0;
+	if (pack_str(b, status, 0, "status") < 0)
+		return -1;
+	if (!PyList_Check(headers) && !PyTuple_Check(headers)) {
+		PyErr_Format(PyExc_TypeError, "response headers must be a list, not %.100s",
+		             Py_TYPE(headers)->tp_name);
+		return -1;
+	}
+	Py_ssize_t n = PySequence_Fast_GET_SIZE(headers);
+	if (n > 0xffff) {
+		PyErr_SetString(PyExc_ValueError, "too many response headers");
+		return -1;
+	}
+	unsigned char cnt[2] = {n & 0xff, (n >> 8) & 0xff};
+	if (buf_put(b, cnt, 2) < 0)
+		return -1;
+	for (Py_ssize_t i = 0; i < n; i++) {
+		PyObject *item = PySequence_Fast_GET_ITEM(headers, i); /* borrowed */
+		if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+			PyErr_Format(PyExc_TypeError, "response header %zd must be a (name, value) tuple, not %.200R",
+			             i, item);
+			return -1;
+		}
+		if (pack_str(b, PyTuple_GET_ITEM(item, 0), 0, "header name") < 0 ||
+		    pack_str(b, PyTuple_GET_ITEM(item, 1), 1, "header value") < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* ---- error logging (GIL held) ---- */
+
+/* log_error writes what and the pending exception's traceback to the error log through the
+ * glue, stores a one-line reason in t->err (or err when t is NULL), and clears the error. */
+static void log_error_to(char *dst, size_t dstlen, PyObject *msg) {
+	PyObject *et, *ev, *etb;
+	PyErr_Fetch(&et, &ev, &etb);
+	PyErr_NormalizeException(&et, &ev, &etb);
+	if (ev && etb)
+		PyException_SetTraceback(ev, etb);
+	PyObject *r = NULL;
+	if (gw_log_exc && msg)
+		r = PyObject_CallFunctionObjArgs(gw_log_exc, msg, et ? et : Py_None, ev ? ev : Py_None,
+		                                 etb ? etb : Py_None, NULL);
+	const char *reason = NULL;
+	if (r && PyUnicode_Check(r))
+		reason = PyUnicode_AsUTF8(r);
+	if (!reason) {
+		PyErr_Clear();
+		reason = et ? ((PyTypeObject *)et)->tp_name : "unknown error";
+	}
+	snprintf(dst, dstlen, "%s", reason);
+	Py_XDECREF(r);
+	Py_XDECREF(et);
+	Py_XDECREF(ev);
+	Py_XDECREF(etb);
+	PyErr_Clear();
+}
+
+static void log_error(gw_thread *t, const char *what) {
+	PyObject *m = NULL, *p = NULL;
+	if (t->environ) {
+		m = PyDict_GetItemWithError(t->environ, k_method); /* borrowed */
+		p = PyDict_GetItemWithError(t->environ, k_path);   /* borrowed */
+	}
+	/* Keep the pending exception: build the message with it set aside. */
+	PyObject *et, *ev, *etb;
+	PyErr_Fetch(&et, &ev, &etb);
+	PyObject *msg = PyUnicode_FromFormat("%s %S %S", what, m ? m : Py_None, p ? p : Py_None);
+	if (!msg)
+		PyErr_Clear();
+	PyErr_Restore(et, ev, etb);
+	log_error_to(t->err, sizeof t->err, msg);
+	Py_XDECREF(msg);
+}
+
+/* ---- the _gowsgi builtin module: what glue.py calls ---- */
+
+static PyObject *py_read_body(PyObject *self, PyObject *args) {
+	int up, body;
+	Py_buffer buf;
+	if (!PyArg_ParseTuple(args, "iiw*", &up, &body, &buf))
+		return NULL;
+	size_t want = (size_t)buf.len;
+	if (want > (1u << 20))
+		want = 1u << 20;
+	uint32_t got = 0;
+	int failed = 0;
+	Py_BEGIN_ALLOW_THREADS
+	unsigned char msg[5];
+	msg[0] = GW_UP_WANT;
+	put_u32(msg + 1, (uint32_t)want);
+	unsigned char hdr[4];
+	if (write_all(up, msg, 5) < 0 || read_all(body, hdr, 4) < 0) {
+		failed = 1;
+	} else {
+		got = get_u32(hdr);
+		if (got == GW_BODY_ABORT || got > want || (got > 0 && read_all(body, buf.buf, got) < 0))
+			failed = 1;
+	}
+	Py_END_ALLOW_THREADS
+	PyBuffer_Release(&buf);
+	if (failed) {
+		PyErr_SetString(PyExc_OSError, "request body unavailable: the client disconnected or the request was cancelled");
+		return NULL;
+	}
+	return PyLong_FromUnsignedLong(got);
+}
+
+static PyObject *py_send_head(PyObject *self, PyObject *args) {
+	int up;
+	PyObject *status, *headers;
+	if (!PyArg_ParseTuple(args, "iOO", &up, &status, &headers))
+		return NULL;
+	gw_buf b = {0};
+	if (buf_reserve(&b, 5) < 0)
+		return NULL;
+	b.len = 5;
+	gw_buf h = {0};
+	if (pack_head(&h, status, headers) < 0 || buf_put(&b, h.p, h.len) < 0) {
+		free(h.p);
+		free(b.p);
+		return NULL;
+	}
+	free(h.p);
+	b.p[0] = GW_UP_HEAD;
+	put_u32((unsigned char *)b.p + 1, (uint32_t)(b.len - 5));
+	int rc;
+	Py_BEGIN_ALLOW_THREADS
+	rc = write_all(up, b.p, b.len);
+	Py_END_ALLOW_THREADS
+	free(b.p);
+	if (rc < 0) {
+		PyErr_SetString(PyExc_OSError, "write(): the connection to the front is gone");
+		return NULL;
+	}
+	Py_RETURN_NONE;
+}
+
+static PyObject *py_send_data(PyObject *self, PyObject *args) {
+	int up;
+	Py_buffer buf;
+	if (!PyArg_ParseTuple(args, "iy*", &up, &buf))
+		return NULL;
+	int rc = 0;
+	Py_BEGIN_ALLOW_THREADS
+	const char *p = buf.buf;
+	size_t n = (size_t)buf.len;
+	while (n > 0 && rc == 0) {
+		size_t part = n > (1u << 20) ? (1u << 20) : n;
+		unsigned char hdr[5];
+		hdr[0] = GW_UP_DATA;
+		put_u32(hdr + 1, (uint32_t)part);
+		rc = write_all(up, hdr, 5);
+		if (rc == 0)
+			rc = write_all(up, p, part);
+		p += part;
+		n -= part;
+	}
+	Py_END_ALLOW_THREADS
+	PyBuffer_Release(&buf);
+	if (rc < 0) {
+		PyErr_SetString(PyExc_OSError, "write(): the connection to the front is gone");
+		return NULL;
+	}
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef gw_methods[] = {
+	{"read_body", py_read_body, METH_VARARGS, "read_body(up_fd, body_fd, buffer) -> n"},
+	{"send_head", py_send_head, METH_VARARGS, "send_head(up_fd, status, headers)"},
+	{"send_data", py_send_data, METH_VARARGS, "send_data(up_fd, data)"},
+	{NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef gw_moduledef = {
+	PyModuleDef_HEAD_INIT, "_gowsgi", "gowsgi worker internals", -1, gw_methods,
+	NULL, NULL, NULL, NULL,
+};
+
+static PyObject *gw_module_init(void) { return PyModule_Create(&gw_moduledef); }
+
+/* ---- interpreter lifecycle (main thread) ---- */
+
+static PyObject *intern(const char *s) { return PyUnicode_InternFromString(s); }
+
+static char *dup_err(const char *what, const char *detail) {
+	size_t n = strlen(what) + (detail ? strlen(detail) : 0) + 3;
+	char *s = malloc(n);
+	if (s)
+		snprintf(s, n, "%s%s%s", what, detail ? ": " : "", detail ? detail : "");
+	return s;
+}
+
+static PyObject *glue_attr(const char *name) {
+	PyObject *o = PyObject_GetAttrString(gw_glue, name);
+	return o;
+}
+
+int gw_init(const char *glue, size_t glue_len, const char *paths, size_t paths_len,
+            int multithread, int multiprocess, char **err) {
+	(void)glue_len;
+	if (PyImport_AppendInittab("_gowsgi", gw_module_init) < 0) {
+		*err = dup_err("register _gowsgi module", NULL);
+		return -1;
+	}
+	PyConfig config;
+	PyConfig_InitPythonConfig(&config);
+	config.install_signal_handlers = 0;
+	config.parse_argv = 0;
+	PyStatus st = PyConfig_SetBytesString(&config, &config.program_name, "python3");
+	if (!PyStatus_Exception(st)) {
+		char *argv[] = {"gowsgi", NULL};
+		st = PyConfig_SetBytesArgv(&config, 1, argv);
+	}
+	if (!PyStatus_Exception(st))
+		st = Py_InitializeFromConfig(&config);
+	PyConfig_Clear(&config);
+	if (PyStatus_Exception(st)) {
+		*err = dup_err("initialize Python", st.err_msg);
+		return -1;
+	}
+	gw_multithread = multithread;
+	gw_multiprocess = multiprocess;
+
+	PyObject *syspath = PySys_GetObject("path"); /* borrowed */
+	Py_ssize_t at = 0;
+	for (size_t i = 0; i < paths_len;) {
+		size_t n = strnlen(paths + i, paths_len - i);
+		PyObject *s = PyUnicode_DecodeFSDefaultAndSize(paths + i, (Py_ssize_t)n);
+		if (!s || !syspath || PyList_Insert(syspath, at++, s) < 0) {
+			Py_XDECREF(s);
+			PyErr_Print();
+			*err = dup_err("set sys.path", NULL);
+			return -1;
+		}
+		Py_DECREF(s);
+		i += n + 1;
+	}
+
+	PyObject *code = Py_CompileString(glue, "gowsgi/glue.py", Py_file_input);
+	if (code) {
+		gw_glue = PyImport_ExecCodeModule("gowsgi_glue", code);
+		Py_DECREF(code);
+	}
+	if (!gw_glue) {
+		PyErr_Print();
+		*err = dup_err("load the gowsgi glue module", NULL);
+		return -1;
+	}
+	gw_StartResponse = glue_attr("StartResponse");
+	gw_FileWrapper = glue_attr("FileWrapper");
+	gw_make_input = glue_attr("make_input");
+	gw_log_exc = glue_attr("log_exc");
+	PyObject *io = PyImport_ImportModule("io");
+	if (io) {
+		gw_BytesIO = PyObject_GetAttrString(io, "BytesIO");
+		Py_DECREF(io);
+	}
+	gw_version = Py_BuildValue("(ii)", 1, 0);
+	k_status = intern("status");
+	k_headers = intern("headers");
+	k_sent = intern("sent");
+	k_close = intern("close");
+	k_filelike = intern("filelike");
+	k_fileno = intern("fileno");
+	k_tell = intern("tell");
+	k_version = intern("wsgi.version");
+	k_input = intern("wsgi.input");
+	k_errors = intern("wsgi.errors");
+	k_multithread = intern("wsgi.multithread");
+	k_multiprocess = intern("wsgi.multiprocess");
+	k_run_once = intern("wsgi.run_once");
+	k_file_wrapper = intern("wsgi.file_wrapper");
+	k_input_terminated = intern("wsgi.input_terminated");
+	k_method = intern("REQUEST_METHOD");
+	k_path = intern("PATH_INFO");
+	if (PyErr_Occurred() || !gw_StartResponse || !gw_FileWrapper || !gw_make_input || !gw_log_exc ||
+	    !gw_BytesIO || !gw_version) {
+		PyErr_Print();
+		*err = dup_err("set up the gowsgi glue module", NULL);
+		return -1;
+	}
+	return 0;
+}
+
+int gw_load_app(const char *module, const char *attr, int call, const char *args, char **err) {
+	PyObject *load = glue_attr("load_app");
+	PyObject *app = NULL;
+	if (load) {
+		app = PyObject_CallFunction(load, "ssis", module, attr, call, args);
+		Py_DECREF(load);
+	}
+	if (!app) {
+		char reason[512];
+		PyObject *msg = PyUnicode_FromFormat("Failed to load application %s:%s", module, attr);
+		log_error_to(reason, sizeof reason, msg);
+		Py_XDECREF(msg);
+		*err = dup_err(reason, NULL);
+		return -1;
+	}
+	gw_app = app;
+	return 0;
+}
+
+char *gw_describe(void) {
+	PyObject *d = PyObject_CallMethod(gw_glue, "describe", NULL);
+	const char *s = d ? PyUnicode_AsUTF8(d) : NULL;
+	char *out = strdup(s ? s : Py_GetVersion());
+	PyErr_Clear();
+	Py_XDECREF(d);
+	return out;
+}
+
+void gw_detach_main(void) { gw_main_ts = PyEval_SaveThread(); }
+
+void gw_finalize(void) {
+	PyEval_RestoreThread(gw_main_ts);
+	Py_CLEAR(gw_app);
+	Py_FinalizeEx();
+}
+
+gw_thread *gw_thread_new(void) {
+	gw_thread *t = calloc(1, sizeof *t);
+	if (!t)
+		return NULL;
+	PyGILState_Ensure(); /* never released: the state lives as long as the thread */
+	t->ts = PyEval_SaveThread();
+	t->up_fd = -1;
+	return t;
+}
+
+/* ---- request phases ---- */
+
+static PyObject *build_environ(const char *p, size_t n) {
+	PyObject *d = PyDict_New();
+	if (!d)
+		return NULL;
+	const unsigned char *u = (const unsigned char *)p;
+	while (n > 0) {
+		if (n < 2)
+			goto bad;
+		size_t kl = (size_t)u[0] | ((size_t)u[1] << 8);
+		u += 2;
+		n -= 2;
+		if (n < kl + 4)
+			goto bad;
+		const unsigned char *key = u;
+		u += kl;
+		size_t vl = get_u32(u);
+		u += 4;
+		n -= kl + 4;
+		if (n < vl)
+			goto bad;
+		PyObject *k = PyUnicode_DecodeLatin1((const char *)key, (Py_ssize_t)kl, NULL);
+		if (k)
+			PyUnicode_InternInPlace(&k);
+		PyObject *v = PyUnicode_DecodeLatin1((const char *)u, (Py_ssize_t)vl, NULL);
+		int rc = (k && v) ? PyDict_SetItem(d, k, v) : -1;
+		Py_XDECREF(k);
+		Py_XDECREF(v);
+		if (rc < 0) {
+			Py_DECREF(d);
+			return NULL;
+		}
+		u += vl;
+		n -= vl;
+	}
+	return d;
+bad:
+	Py_DECREF(d);
+	PyErr_SetString(PyExc_ValueError, "malformed packed environ");
+	return NULL;
+}
+
+static int add_wsgi_keys(PyObject *env, const char *body, size_t body_len, int body_end, int up_fd,
+                         int body_fd) {
+	PyObject *input;
+	if (body_end && body_len == 0) {
+		input = PyObject_CallNoArgs(gw_BytesIO);
+	} else {
+		PyObject *b = PyBytes_FromStringAndSize(body, (Py_ssize_t)body_len);
+		if (!b)
+			return -1;
+		if (body_end)
+			input = PyObject_CallOneArg(gw_BytesIO, b);
+		else
+			input = PyObject_CallFunction(gw_make_input, "Oii", b, up_fd, body_fd);
+		Py_DECREF(b);
+	}
+	if (!input)
+		return -1;
+	int rc = PyDict_SetItem(env, k_input, input);
+	Py_DECREF(input);
+	PyObject *errors = PySys_GetObject("stderr"); /* borrowed */
+	if (rc == 0)
+		rc = PyDict_SetItem(env, k_errors, errors ? errors : Py_None);
+	if (rc == 0)
+		rc = PyDict_SetItem(env, k_version, gw_version);
+	if (rc == 0)
+		rc = PyDict_SetItem(env, k_multithread, gw_multithread ? Py_True : Py_False);
+	if (rc == 0)
+		rc = PyDict_SetItem(env, k_multiprocess, gw_multiprocess ? Py_True : Py_False);
+	if (rc == 0)
+		rc = PyDict_SetItem(env, k_run_once, Py_False);
+	if (rc == 0)
+		rc = PyDict_SetItem(env, k_file_wrapper, gw_FileWrapper);
+	if (rc == 0)
+		rc = PyDict_SetItem(env, k_input_terminated, Py_True);
+	return rc;
+}
+
+/* next_item sets *out to a new reference to the next body item: 1 on success, 0 when the
+ * iterable is exhausted, -1 with an exception set. */
+static int next_item(gw_thread *t, PyObject **out) {
+	PyObject *item;
+	if (t->seq) {
+		if (t->idx >= PySequence_Fast_GET_SIZE(t->seq))
+			return 0;
+		item = PySequence_Fast_GET_ITEM(t->seq, t->idx);
+		t->idx++;
+		Py_INCREF(item);
+	} else {
+		item = PyIter_Next(t->iter);
+		if (!item)
+			return PyErr_Occurred() ? -1 : 0;
+	}
+	if (!PyBytes_Check(item)) {
+		PyErr_Format(PyExc_TypeError, "response body items must be bytes, not %.100s",
+		             Py_TYPE(item)->tp_name);
+		Py_DECREF(item);
+		return -1;
+	}
+	*out = item;
+	return 1;
+}
+
+/* next_chunk moves to the next non-empty chunk: 1 found (t->chunk set), 0 exhausted, -1 error. */
+static int next_chunk(gw_thread *t) {
+	Py_CLEAR(t->chunk);
+	for (;;) {
+		PyObject *item;
+		int r = next_item(t, &item);
+		if (r <= 0)
+			return r;
+		if (PyBytes_GET_SIZE(item) > 0) {
+			t->chunk = item;
+			return 1;
+		}
+		Py_DECREF(item);
+	}
+}
+
+/* try_file fills out for a FileWrapper over a regular file. Returns 1 when it did, 0 when the
+ * wrapper must be iterated instead (no exception set), -1 on error. */
+static int try_file(gw_thread *t, PyObject *fw, gw_out *out) {
+	PyObject *filelike = PyObject_GetAttr(fw, k_filelike);
+	if (!filelike)
+		return -1;
+	PyObject *fno = PyObject_CallMethodNoArgs(filelike, k_fileno);
+	PyObject *pos = fno ? PyObject_CallMethodNoArgs(filelike, k_tell) : NULL;
+	Py_DECREF(filelike);
+	long fd = -1;
+	long long off = -1;
+	if (fno && pos) {
+		fd = PyLong_AsLong(fno);
+		off = PyLong_AsLongLong(pos);
+	}
+	Py_XDECREF(fno);
+	Py_XDECREF(pos);
+	if (fd < 0 || off < 0) {
+		PyErr_Clear(); /* not a real file: iterate it */
+		return 0;
+	}
+	struct stat st;
+	if (fstat((int)fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	int dupfd = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
+	if (dupfd < 0) {
+		PyErr_SetFromErrno(PyExc_OSError);
+		return -1;
+	}
+	out->kind = GW_OUT_FILE;
+	out->fd = dupfd;
+	out->file_off = off;
+	out->file_len = st.st_size > off ? st.st_size - off : 0;
+	out->total = out->file_len;
+	return 1;
+}
+
+static void sync_up(int up_fd) {
+	unsigned char s = GW_UP_SYNC;
+	Py_BEGIN_ALLOW_THREADS
+	(void)write_all(up_fd, &s, 1); /* a dead front is noticed on the frame socket */
+	Py_END_ALLOW_THREADS
+}
+
+/* sent_via_write reports whether write() already sent the head. */
+static int sent_via_write(gw_thread *t) {
+	if (!t->sr)
+		return 0;
+	PyObject *s = PyObject_GetAttr(t->sr, k_sent);
+	int r = s == Py_True;
+	Py_XDECREF(s);
+	PyErr_Clear();
+	return r;
+}
+
+void gw_call(gw_thread *t, const char *env, size_t env_len, const char *body, size_t body_len,
+             int body_end, int up_fd, int body_fd, gw_out *out) {
+	memset(out, 0, sizeof *out);
+	out->total = -1;
+	out->fd = -1;
+	PyEval_RestoreThread(t->ts);
+	t->up_fd = up_fd;
+	t->err[0] = 0;
+	int done = 0, r;
+
+	t->environ = build_environ(env, env_len);
+	if (!t->environ || add_wsgi_keys(t->environ, body, body_len, body_end, up_fd, body_fd) < 0) {
+		log_error(t, "Error building environ for");
+		goto fail;
+	}
+	PyObject *fd = PyLong_FromLong(up_fd);
+	t->sr = fd ? PyObject_CallOneArg(gw_StartResponse, fd) : NULL;
+	Py_XDECREF(fd);
+	if (!t->sr) {
+		log_error(t, "Error creating start_response for");
+		goto fail;
+	}
+	t->result = PyObject_CallFunctionObjArgs(gw_app, t->environ, t->sr, NULL);
+	if (!t->result) {
+		log_error(t, "Error handling request");
+		goto fail;
+	}
+	if (Py_IS_TYPE(t->result, (PyTypeObject *)gw_FileWrapper) && !sent_via_write(t)) {
+		r = try_file(t, t->result, out);
+		if (r < 0) {
+			log_error(t, "Error handling request");
+			goto fail;
+		}
+		if (r > 0)
+			goto head;
+	}
+	if (PyList_CheckExact(t->result) || PyTuple_CheckExact(t->result)) {
+		t->seq = t->result;
+		t->idx = 0;
+		long long total = 0;
+		Py_ssize_t n = PySequence_Fast_GET_SIZE(t->seq);
+		for (Py_ssize_t i = 0; i < n && total >= 0; i++) {
+			PyObject *it = PySequence_Fast_GET_ITEM(t->seq, i);
+			total = PyBytes_Check(it) ? total + PyBytes_GET_SIZE(it) : -1;
+		}
+		out->total = total;
+	} else {
+		t->iter = PyObject_GetIter(t->result);
+		if (!t->iter) {
+			log_error(t, "Error iterating the response of");
+			goto fail;
+		}
+	}
+	r = next_chunk(t);
+	if (r < 0) {
+		log_error(t, "Error handling request");
+		goto fail;
+	}
+	done = r == 0 || (t->seq && t->idx >= PySequence_Fast_GET_SIZE(t->seq));
+	out->kind = done ? GW_OUT_DONE : GW_OUT_DATA;
+	if (t->chunk) {
+		out->data = PyBytes_AS_STRING(t->chunk);
+		out->data_len = (size_t)PyBytes_GET_SIZE(t->chunk);
+	}
+
+head:
+	if (sent_via_write(t)) {
+		out->head_sent = 1;
+		out->total = -1;
+		sync_up(up_fd);
+		t->ts = PyEval_SaveThread();
+		return;
+	}
+	PyObject *status = PyObject_GetAttr(t->sr, k_status);
+	PyObject *headers = status ? PyObject_GetAttr(t->sr, k_headers) : NULL;
+	if (status == Py_None) {
+		PyErr_SetString(PyExc_AssertionError, "the application returned without calling start_response()");
+	}
+	int rc = (status && headers && status != Py_None) ? pack_head(&t->head, status, headers) : -1;
+	Py_XDECREF(status);
+	Py_XDECREF(headers);
+	if (rc < 0 || PyObject_SetAttr(t->sr, k_sent, Py_True) < 0) {
+		log_error(t, "Invalid response status or headers for");
+		if (out->fd >= 0)
+			close(out->fd);
+		out->fd = -1;
+		goto fail;
+	}
+	out->head = t->head.p;
+	out->head_len = t->head.len;
+	t->ts = PyEval_SaveThread();
+	return;
+
+fail:
+	out->kind = GW_OUT_ERROR;
+	out->err = t->err;
+	out->data = NULL;
+	out->data_len = 0;
+	out->head = NULL;
+	if (sent_via_write(t)) {
+		out->head_sent = 1;
+		sync_up(up_fd);
+	}
+	t->ts = PyEval_SaveThread();
+}
+
+void gw_next(gw_thread *t, gw_out *out) {
+	memset(out, 0, sizeof *out);
+	out->total = -1;
+	out->fd = -1;
+	PyEval_RestoreThread(t->ts);
+	int r = (t->seq || t->iter) ? next_chunk(t) : 0;
+	if (r < 0) {
+		log_error(t, "Error in the response iterable of");
+		out->kind = GW_OUT_ERROR;
+		out->err = t->err;
+	} else {
+		int done = r == 0 || (t->seq && t->idx >= PySequence_Fast_GET_SIZE(t->seq));
+		out->kind = done ? GW_OUT_DONE : GW_OUT_DATA;
+		if (t->chunk) {
+			out->data = PyBytes_AS_STRING(t->chunk);
+			out->data_len = (size_t)PyBytes_GET_SIZE(t->chunk);
+		}
+	}
+	t->ts = PyEval_SaveThread();
+}
+
+void gw_close(gw_thread *t) {
+	PyEval_RestoreThread(t->ts);
+	Py_CLEAR(t->chunk);
+	Py_CLEAR(t->iter);
+	t->seq = NULL;
+	if (t->result) {
+		PyObject *close = PyObject_GetAttr(t->result, k_close);
+		if (close) {
+			PyObject *r = PyObject_CallNoArgs(close);
+			Py_DECREF(close);
+			if (r)
+				Py_DECREF(r);
+			else
+				log_error(t, "Error closing the response of");
+		} else {
+			PyErr_Clear();
+		}
+		Py_CLEAR(t->result);
+	}
+	Py_CLEAR(t->sr);
+	Py_CLEAR(t->environ);
+	t->ts = PyEval_SaveThread();
+}

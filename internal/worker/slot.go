@@ -1,0 +1,332 @@
+package worker
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"gowsgi/internal/frame"
+	"gowsgi/internal/pybridge"
+)
+
+// maxData is the largest Data frame a worker sends; bigger chunks are split.
+const maxData = 256 << 10
+
+// slot is one Python thread and its two pipes. While the app runs inside a cgo call, the thread
+// cannot return to Go, so what it must say meanwhile — write() data, "I need more body" — goes
+// through the up pipe to the slot's companion goroutine, and body bytes come back on the body
+// pipe (shim.h describes the messages). The C ends are blocking and used with the GIL released.
+type slot struct {
+	w *worker
+
+	upR   *os.File // companion reads; non-blocking, in Go's poller
+	upW   int      // C writes
+	bodyR int      // C reads
+	bodyW *os.File // companion writes; non-blocking
+
+	cur atomic.Pointer[task] // the task the thread is running, for the companion
+
+	companion sync.WaitGroup
+}
+
+func pipe(goReads bool) (goEnd *os.File, cEnd int, err error) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		return nil, -1, fmt.Errorf("pipe: %w", err)
+	}
+	g, c := p[1], p[0]
+	if goReads {
+		g, c = p[0], p[1]
+	}
+	if err := syscall.SetNonblock(g, true); err != nil {
+		syscall.Close(p[0])
+		syscall.Close(p[1])
+		return nil, -1, fmt.Errorf("pipe: %w", err)
+	}
+	return os.NewFile(uintptr(g), "pipe"), c, nil
+}
+
+func newSlot(w *worker) (*slot, error) {
+	upR, upW, err := pipe(true)
+	if err != nil {
+		return nil, err
+	}
+	bodyW, bodyR, err := pipe(false)
+	if err != nil {
+		upR.Close()
+		syscall.Close(upW)
+		return nil, err
+	}
+	s := &slot{w: w, upR: upR, upW: upW, bodyR: bodyR, bodyW: bodyW}
+	s.companion.Add(1)
+	go s.companionLoop()
+	return s, nil
+}
+
+// stop ends the companion once the thread is done with the pipes.
+func (s *slot) stop() {
+	syscall.Close(s.upW) // the companion sees EOF
+	s.companion.Wait()
+	s.upR.Close()
+	s.bodyW.Close()
+	syscall.Close(s.bodyR)
+}
+
+// run is the Python thread: it takes requests from the worker's queue itself, so no goroutine
+// hand-off sits between the frame reader and Python (design.md §0).
+func (s *slot) run(started chan<- error) {
+	defer s.w.threads.Done()
+	runtime.LockOSThread() // never unlocked: the thread state lives and dies with this thread
+	th, err := pybridge.NewThread()
+	started <- err
+	if err != nil {
+		return
+	}
+	for t := range s.w.queue {
+		s.serve(th, t)
+	}
+}
+
+func (s *slot) serve(th *pybridge.Thread, t *task) {
+	s.cur.Store(t)
+	defer s.cur.Store(nil)
+	defer s.w.forget(t.id)
+
+	res := th.Call(t.env, t.body, t.bodyEnd, s.upW, s.bodyR)
+	if res.HeadSent {
+		<-t.synced // everything write() sent is on its way, in order, before what follows
+	}
+	switch res.Kind {
+	case pybridge.Error:
+		s.finishError(t, res.Err)
+	case pybridge.File:
+		s.sendFile(t, res)
+	default:
+		s.stream(th, t, res)
+	}
+	th.Close()
+}
+
+// finishError ends a stream whose app failed: a 500 when nothing was sent yet, else an abort.
+func (s *slot) finishError(t *task, reason string) {
+	t.mu.Lock()
+	sent := t.headSent
+	t.mu.Unlock()
+	if sent {
+		s.send(frame.AppendHeader(nil, frame.End, frame.FlagAbort, t.id, 0))
+		return
+	}
+	s.send(appendError500(nil, t.id))
+}
+
+func (s *slot) send(b []byte) {
+	// A write error means the front is gone; the read loop notices and the process exits.
+	_ = s.w.out.Send(b)
+}
+
+// stream sends the head and the chunks of an iterable body.
+func (s *slot) stream(th *pybridge.Thread, t *task, res pybridge.Result) {
+	var buf []byte
+	if !res.HeadSent {
+		code, head, err := checkHead(res.Head)
+		if err != nil {
+			s.w.log.Error(fmt.Sprintf("Invalid response from the application: %s", err))
+			s.send(appendError500(nil, t.id))
+			return
+		}
+		buf = frame.AppendHeadFrame(buf, t.id, code, res.Total, head)
+		t.mu.Lock()
+		t.headSent = true
+		t.mu.Unlock()
+	} else if s.failedWrite(t) {
+		return
+	}
+	for {
+		if len(res.Data) > 0 {
+			if !t.acquire(len(res.Data)) {
+				break // cancelled: the client is gone
+			}
+			buf = appendData(buf, t.id, res.Data)
+		}
+		if res.Kind == pybridge.Done {
+			buf = frame.AppendHeader(buf, frame.End, 0, t.id, 0)
+			s.send(buf)
+			return
+		}
+		if len(buf) > 0 {
+			s.send(buf)
+			buf = buf[:0]
+		}
+		if t.isCancelled() {
+			break
+		}
+		res = th.Next()
+		if res.Kind == pybridge.Error {
+			s.send(frame.AppendHeader(buf, frame.End, frame.FlagAbort, t.id, 0))
+			return
+		}
+	}
+	s.send(frame.AppendHeader(buf, frame.End, frame.FlagAbort, t.id, 0))
+}
+
+// failedWrite finishes a stream whose write() head was invalid with a 500 and reports whether
+// it did.
+func (s *slot) failedWrite(t *task) bool {
+	t.mu.Lock()
+	failed, msg, sent := t.failed, t.failMsg, t.headSent
+	t.mu.Unlock()
+	if !failed {
+		return false
+	}
+	s.w.log.Error(fmt.Sprintf("Invalid response from the application: %s", msg))
+	if sent {
+		s.send(frame.AppendHeader(nil, frame.End, frame.FlagAbort, t.id, 0))
+	} else {
+		s.send(appendError500(nil, t.id))
+	}
+	return true
+}
+
+func (s *slot) sendFile(t *task, res pybridge.Result) {
+	defer syscall.Close(res.FD)
+	code, head, err := checkHead(res.Head)
+	if err != nil {
+		s.w.log.Error(fmt.Sprintf("Invalid response from the application: %s", err))
+		s.send(appendError500(nil, t.id))
+		return
+	}
+	s.send(frame.AppendHeadFrame(nil, t.id, code, res.FileLen, head))
+	if err := s.w.out.SendFD(frame.AppendFileFrame(nil, t.id, res.FileOff, res.FileLen), res.FD); err != nil {
+		return // the front is gone
+	}
+	s.send(frame.AppendHeader(nil, frame.End, 0, t.id, 0))
+}
+
+func appendData(dst []byte, id uint32, p []byte) []byte {
+	for len(p) > 0 {
+		n := min(len(p), maxData)
+		dst = frame.Append(dst, frame.Data, 0, id, p[:n])
+		p = p[n:]
+	}
+	return dst
+}
+
+// companionLoop serves the thread's up pipe: write() output and requests for more body.
+func (s *slot) companionLoop() {
+	defer s.companion.Done()
+	r := bufio.NewReaderSize(s.upR, 64<<10)
+	var hdr [4]byte
+	for {
+		kind, err := r.ReadByte()
+		if err != nil {
+			return
+		}
+		t := s.cur.Load()
+		switch kind {
+		case pybridge.UpSync:
+			if t != nil {
+				t.synced <- struct{}{}
+			}
+			continue
+		}
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return
+		}
+		n := binary.LittleEndian.Uint32(hdr[:])
+		switch kind {
+		case pybridge.UpWant:
+			s.feedBody(t, int(n))
+		case pybridge.UpHead:
+			head := make([]byte, n)
+			if _, err := io.ReadFull(r, head); err != nil {
+				return
+			}
+			s.writeHead(t, head)
+		case pybridge.UpData:
+			if err := s.forwardData(t, r, int64(n)); err != nil {
+				return
+			}
+		default:
+			s.w.log.Error("worker: corrupt up pipe", "byte", kind)
+			return
+		}
+	}
+}
+
+// feedBody answers one read of wsgi.input: ask the front for at most n bytes and pass what
+// comes back to the thread.
+func (s *slot) feedBody(t *task, n int) {
+	if t == nil {
+		s.replyBody(nil, true)
+		return
+	}
+	if !t.bodyPending() {
+		s.send(frame.AppendU32(nil, frame.WantBody, t.id, uint32(n)))
+	}
+	p, done, ok := t.takeBody(n)
+	if !ok {
+		s.replyBody(nil, false)
+		return
+	}
+	s.replyBody(p, done)
+}
+
+func (s *slot) replyBody(p []byte, ok bool) {
+	var hdr [4]byte
+	v := uint32(len(p))
+	if !ok {
+		v = pybridge.BodyAbort
+	}
+	binary.LittleEndian.PutUint32(hdr[:], v)
+	// The thread is blocked reading this pipe, so these writes cannot wait long.
+	if _, err := s.bodyW.Write(append(hdr[:], p...)); err != nil {
+		s.w.log.Error("worker: body pipe", "err", err)
+	}
+}
+
+func (s *slot) writeHead(t *task, packed []byte) {
+	if t == nil {
+		return
+	}
+	code, head, err := checkHead(packed)
+	if err != nil {
+		t.mu.Lock()
+		t.failed, t.failMsg = true, err.Error()
+		t.mu.Unlock()
+		return
+	}
+	s.send(frame.AppendHeadFrame(nil, t.id, code, -1, head))
+	t.mu.Lock()
+	t.headSent = true
+	t.mu.Unlock()
+}
+
+// forwardData passes n bytes of write() output to the front, within the stream's credit, or
+// discards them when the stream failed or was cancelled (the thread must never block forever).
+func (s *slot) forwardData(t *task, r *bufio.Reader, n int64) error {
+	for n > 0 {
+		k := min(n, maxData)
+		buf := make([]byte, k)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return err
+		}
+		n -= k
+		if t == nil {
+			continue
+		}
+		t.mu.Lock()
+		skip := t.failed || !t.headSent
+		t.mu.Unlock()
+		if skip || !t.acquire(len(buf)) {
+			continue
+		}
+		s.send(frame.Append(nil, frame.Data, 0, t.id, buf))
+	}
+	return nil
+}

@@ -1,0 +1,136 @@
+package worker
+
+import "sync"
+
+// InitialCredit is how many response body bytes a stream may send before the front grants more;
+// it bounds the memory one streaming response can hold in both processes.
+const InitialCredit = 512 << 10
+
+// task is one request inside the worker, shared by the frame reader (which feeds it body,
+// credit and cancellation), the Python thread running it, and that thread's companion.
+type task struct {
+	id      uint32
+	env     []byte
+	body    []byte
+	bodyEnd bool
+
+	synced chan struct{} // the companion reached the end of the app call's up-pipe output
+
+	// mu guards the fields that follow.
+	mu        sync.Mutex
+	bodyQ     [][]byte // body frames not yet handed to Python
+	bodyDone  bool     // the front sent the last body frame
+	credit    int64
+	cancelled bool
+	headSent  bool // a head went to the front for this stream
+	failed    bool // write() sent an invalid head: answer 500 at the end instead
+	failMsg   string
+	wake      chan struct{} // signalled whenever the fields above change
+}
+
+func newTask(id uint32, env, body []byte, bodyEnd bool) *task {
+	// The frame reader reuses its buffer: keep our own copy of environ and body.
+	buf := make([]byte, len(env)+len(body))
+	copy(buf, env)
+	copy(buf[len(env):], body)
+	return &task{
+		id: id, env: buf[:len(env)], body: buf[len(env):], bodyEnd: bodyEnd,
+		credit: InitialCredit, wake: make(chan struct{}, 1), synced: make(chan struct{}, 1),
+		bodyDone: bodyEnd,
+	}
+}
+
+func (t *task) signal() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (t *task) deliverBody(p []byte, end bool) {
+	t.mu.Lock()
+	if len(p) > 0 {
+		t.bodyQ = append(t.bodyQ, p)
+	}
+	if end {
+		t.bodyDone = true
+	}
+	t.mu.Unlock()
+	t.signal()
+}
+
+func (t *task) addCredit(n int64) {
+	t.mu.Lock()
+	t.credit += n
+	t.mu.Unlock()
+	t.signal()
+}
+
+func (t *task) cancel() {
+	t.mu.Lock()
+	t.cancelled = true
+	t.mu.Unlock()
+	t.signal()
+}
+
+func (t *task) isCancelled() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cancelled
+}
+
+// acquire waits until the stream may send n more body bytes; false means it was cancelled.
+// A stream with any credit left may overshoot by one chunk, which keeps big chunks whole.
+func (t *task) acquire(n int) bool {
+	for {
+		t.mu.Lock()
+		if t.cancelled {
+			t.mu.Unlock()
+			return false
+		}
+		if t.credit > 0 {
+			t.credit -= int64(n)
+			t.mu.Unlock()
+			return true
+		}
+		t.mu.Unlock()
+		<-t.wake
+	}
+}
+
+// takeBody waits for the next body bytes (at most n) from the front. It returns done when the
+// body has ended, and ok=false when the stream was cancelled.
+func (t *task) takeBody(n int) (p []byte, done, ok bool) {
+	for {
+		t.mu.Lock()
+		if t.cancelled {
+			t.mu.Unlock()
+			return nil, false, false
+		}
+		if len(t.bodyQ) > 0 {
+			p = t.bodyQ[0]
+			if len(p) > n {
+				t.bodyQ[0] = p[n:]
+				p = p[:n]
+			} else {
+				t.bodyQ = t.bodyQ[1:]
+			}
+			t.mu.Unlock()
+			return p, false, true
+		}
+		if t.bodyDone {
+			t.mu.Unlock()
+			return nil, true, true
+		}
+		t.mu.Unlock()
+		<-t.wake
+	}
+}
+
+// bodyPending reports whether body bytes are queued or the body has ended, so that asking the
+// front for more would be pointless.
+func (t *task) bodyPending() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.bodyQ) > 0 || t.bodyDone
+}

@@ -1,0 +1,231 @@
+// Package worker is the worker process: it embeds CPython through pybridge, runs the app on a
+// fixed pool of OS-locked Python threads, and speaks frames with the front over one unix socket.
+// It holds no HTTP: requests arrive as packed environs and leave as response heads and chunks.
+package worker
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"gowsgi/internal/frame"
+	"gowsgi/internal/pybridge"
+	"gowsgi/internal/wsgi"
+)
+
+// Exit codes of a worker process; the front decides on respawning from them.
+const (
+	ExitOK       = 0
+	ExitFailure  = 1 // something broke: respawn
+	ExitAppLoad  = 3 // the app cannot be imported: do not respawn, stop the server
+	ExitBadSetup = 4 // the worker was started wrongly (no socket, bad options)
+)
+
+// Options configure a worker process.
+type Options struct {
+	SocketFD     int          // the worker's end of the socketpair to the front
+	App          wsgi.AppSpec // what to import
+	AppName      string       // the spec as the user wrote it, for messages
+	Threads      int          // Python threads
+	Paths        []string     // prepended to sys.path
+	Multiprocess bool         // wsgi.multiprocess
+	CheckOnly    bool         // load the app, report, and exit without serving
+	Logger       *slog.Logger
+}
+
+// Run runs a worker until the front asks it to stop or goes away, and returns its exit code.
+// It must be called from the main goroutine, which it locks to its OS thread: that thread
+// initialises and finalises Python.
+func Run(opts Options) int {
+	runtime.LockOSThread()
+	log := opts.Logger
+	// Signals belong to the front: a Ctrl-C sent to the whole process group must stop the
+	// server once, through the front, not kill workers mid-request.
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE, syscall.SIGHUP, syscall.SIGQUIT)
+
+	if err := pybridge.Init(pybridge.Config{Paths: opts.Paths, Multithread: opts.Threads > 1, Multiprocess: opts.Multiprocess}); err != nil {
+		log.Error("worker: cannot start Python: " + err.Error())
+		return ExitAppLoad
+	}
+	if err := pybridge.LoadApp(opts.App.Module, opts.App.Attr, opts.App.Call, opts.App.Args); err != nil {
+		log.Error(fmt.Sprintf("Failed to load application %q: %s", opts.AppName, err))
+		return ExitAppLoad
+	}
+	desc := pybridge.Describe()
+	if opts.CheckOnly {
+		log.Info(fmt.Sprintf("Application %s loaded: %s", opts.AppName, desc))
+		pybridge.DetachMain()
+		pybridge.Finalize()
+		return ExitOK
+	}
+	pybridge.DetachMain()
+
+	conn, err := frontConn(opts.SocketFD)
+	if err != nil {
+		log.Error("worker: " + err.Error())
+		return ExitBadSetup
+	}
+
+	w := &worker{
+		log:   log,
+		conn:  conn,
+		out:   frame.NewWriter(conn),
+		tasks: make(map[uint32]*task),
+		queue: make(chan *task, 4096),
+	}
+	if err := w.startThreads(opts.Threads); err != nil {
+		log.Error("worker: " + err.Error())
+		return ExitFailure
+	}
+	log.Info(fmt.Sprintf("Booted worker: %s, app %s, %d threads", desc, opts.AppName, opts.Threads))
+	if err := w.out.Send(frame.AppendReady(nil, frame.ReadyInfo{
+		Version: frame.Version, Threads: uint32(opts.Threads), Pid: uint32(os.Getpid()), Python: desc,
+	})); err != nil {
+		log.Error("worker: announce ready", "err", err)
+		return ExitFailure
+	}
+
+	graceful := w.readLoop()
+	if !graceful {
+		// The front is gone: nobody will read our answers, and Python threads may be stuck.
+		return ExitOK
+	}
+	close(w.queue)
+	w.threads.Wait()
+	w.stopCompanions()
+	_ = w.out.Close() // the front may already be gone; nothing left to tell it
+	pybridge.Finalize()
+	return ExitOK
+}
+
+// worker is the state of a worker process.
+type worker struct {
+	log  *slog.Logger
+	conn *net.UnixConn
+	out  *frame.Writer
+
+	// mu guards tasks.
+	mu    sync.Mutex
+	tasks map[uint32]*task
+
+	queue   chan *task     // requests waiting for a free Python thread
+	threads sync.WaitGroup // the Python thread goroutines
+	slots   []*slot
+}
+
+// readLoop dispatches frames from the front until Shutdown (true) or until the front goes away
+// (false).
+func (w *worker) readLoop() bool {
+	r := frame.NewReader(bufio.NewReaderSize(w.conn, 256<<10))
+	for {
+		f, err := r.Next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				w.log.Error("worker: read from front", "err", err)
+			}
+			return false
+		}
+		switch f.Kind {
+		case frame.Request:
+			env, body, err := frame.ParseRequest(f.Payload)
+			if err != nil {
+				w.log.Error("worker: bad request frame", "err", err)
+				return false
+			}
+			t := newTask(f.Stream, env, body, f.Flags&frame.FlagEnd != 0)
+			w.mu.Lock()
+			w.tasks[f.Stream] = t
+			w.mu.Unlock()
+			w.queue <- t
+		case frame.Body:
+			if t := w.task(f.Stream); t != nil {
+				t.deliverBody(append([]byte(nil), f.Payload...), f.Flags&frame.FlagEnd != 0)
+			}
+		case frame.Credit:
+			n, err := f.U32()
+			if err != nil {
+				w.log.Error("worker: bad credit frame", "err", err)
+				return false
+			}
+			if t := w.task(f.Stream); t != nil {
+				t.addCredit(int64(n))
+			}
+		case frame.Cancel:
+			if t := w.task(f.Stream); t != nil {
+				t.cancel()
+			}
+		case frame.Interrupt:
+			// Per-request timeouts arrive with the supervisor work (issue 3).
+		case frame.Shutdown:
+			return true
+		default:
+			w.log.Error("worker: unexpected frame from front", "kind", f.Kind)
+			return false
+		}
+	}
+}
+
+func (w *worker) task(id uint32) *task {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.tasks[id]
+}
+
+func (w *worker) forget(id uint32) {
+	w.mu.Lock()
+	delete(w.tasks, id)
+	w.mu.Unlock()
+}
+
+// startThreads starts n Python threads and waits until each has its thread state.
+func (w *worker) startThreads(n int) error {
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		s, err := newSlot(w)
+		if err != nil {
+			return fmt.Errorf("start Python thread %d: %w", i, err)
+		}
+		w.slots = append(w.slots, s)
+		w.threads.Add(1)
+		go s.run(errs)
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			return fmt.Errorf("start Python thread: %w", err)
+		}
+	}
+	return nil
+}
+
+func (w *worker) stopCompanions() {
+	for _, s := range w.slots {
+		s.stop()
+	}
+}
+
+// frontConn opens the worker's end of the socketpair the front passed as fd.
+func frontConn(fd int) (*net.UnixConn, error) {
+	f := os.NewFile(uintptr(fd), "front")
+	if f == nil {
+		return nil, fmt.Errorf("no socket to the front on fd %d", fd)
+	}
+	fc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("open socket to the front: %w", err)
+	}
+	conn, ok := fc.(*net.UnixConn)
+	if !ok {
+		fc.Close()
+		return nil, errors.New("the socket to the front is not a unix socket")
+	}
+	return conn, nil
+}
