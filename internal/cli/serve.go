@@ -135,6 +135,7 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 			MaxFieldBytes: cfg.LimitRequestFieldSize},
 		Environ:   wsgi.Options{ScriptName: cfg.ScriptName},
 		KeepAlive: cfg.KeepAlive,
+		Timeout:   cfg.Timeout,
 		AccessLog: access,
 		Logger:    log,
 	}, sup)

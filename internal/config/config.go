@@ -39,7 +39,7 @@ type Config struct {
 	// GracefulTimeout bounds how long in-flight requests may run after a stop signal
 	// (default 30s).
 	GracefulTimeout time.Duration
-	// Timeout is the per-request timeout (default 30s; 0 keeps the default, negative disables).
+	// Timeout is the per-request timeout (default 30s; 0 disables it, as in gunicorn).
 	Timeout time.Duration
 	// KeepAlive is how long an idle keep-alive connection is kept (default 5s).
 	KeepAlive time.Duration

@@ -188,6 +188,9 @@ func NewFDReader(conn *net.UnixConn) *FDReader {
 // Read implements io.Reader.
 func (r *FDReader) Read(p []byte) (int, error) {
 	n, oobn, _, _, err := r.conn.ReadMsgUnix(p, r.oob)
+	if n < 0 {
+		n = 0 // ReadMsgUnix reports -1 with its error; io.Reader must not
+	}
 	if oobn > 0 {
 		msgs, perr := syscall.ParseSocketControlMessage(r.oob[:oobn])
 		if perr == nil {

@@ -65,6 +65,9 @@ const (
 	End
 	// Heartbeat tells the front the worker is alive.
 	Heartbeat
+	// Started says a Python thread took the stream: from here on the app may have run, so a
+	// worker death fails the request instead of dispatching it again.
+	Started
 )
 
 // Flags modify a frame.
@@ -101,6 +104,8 @@ func (k Kind) String() string {
 		return "END"
 	case Heartbeat:
 		return "HEARTBEAT"
+	case Started:
+		return "STARTED"
 	}
 	return fmt.Sprintf("KIND(%d)", uint8(k))
 }

@@ -172,18 +172,32 @@ func (c *conn) handle(req *http1.Request, start time.Time) bool {
 	}
 
 	c.envBuf = wsgi.AppendEnviron(c.envBuf[:0], req, &c.ci, &c.s.cfg.Environ)
-	st, err := c.s.sup.Open(context.Background())
-	if err != nil {
-		c.writeError(503, "Service Unavailable")
-		c.logAccess(req, start, 503, 0)
+	r := response{c: c, req: req, body: body, start: start, prefix: prefix, bodyEnd: bodyEnd}
+	if !r.dispatch() {
 		return false
 	}
-	if err := st.SendRequest(c.envBuf, prefix, bodyEnd); err != nil {
-		// The worker is gone; its stream fails below like any other.
-		c.s.log.Debug(fmt.Sprintf("send request: %v", err))
-	}
-	r := response{c: c, req: req, st: st, body: body, start: start}
 	return r.run()
+}
+
+// maxDispatch bounds how often one request is sent again after its worker died before
+// starting it.
+const maxDispatch = 3
+
+// dispatch waits for a free Python thread and sends the request to it.
+func (r *response) dispatch() bool {
+	r.attempts++
+	st, err := r.c.s.sup.Open(context.Background())
+	if err != nil {
+		r.c.writeError(503, "")
+		r.c.logAccess(r.req, r.start, 503, 0)
+		return false
+	}
+	r.st = st
+	if err := st.SendRequest(r.c.envBuf, r.prefix, r.bodyEnd); err != nil {
+		// The worker is gone; the stream fails (or is retried) like any other.
+		r.c.s.log.Debug(fmt.Sprintf("send request: %v", err))
+	}
+	return true
 }
 
 // failBody answers a request whose body could not be read before dispatch.
@@ -243,6 +257,10 @@ type response struct {
 	body  *bodyReader
 	start time.Time
 
+	prefix   []byte // the body bytes sent with the request, kept for a retry
+	bodyEnd  bool
+	attempts int
+
 	headSent  bool
 	code      int
 	noBody    bool  // HEAD, 1xx, 204, 304: nothing after the head
@@ -257,8 +275,19 @@ type response struct {
 
 func (r *response) run() bool {
 	for {
-		e := r.st.Next()
+		e := r.st.NextTimeout(r.c.s.cfg.Timeout)
 		switch e.Kind {
+		case supervisor.EventTimeout:
+			return r.timedOut()
+		case supervisor.EventRetry:
+			if r.attempts < maxDispatch {
+				r.c.s.log.Warn(fmt.Sprintf("Worker %d died before starting %s %s; sending it to another", r.st.Worker(), r.req.Method, r.req.Target))
+				if !r.dispatch() {
+					return false
+				}
+				continue
+			}
+			return r.failed()
 		case supervisor.EventWantBody:
 			r.feedBody(e.N)
 		case supervisor.EventHead:
@@ -273,15 +302,39 @@ func (r *response) run() bool {
 		case supervisor.EventEnd:
 			return r.finish(e.Abort)
 		case supervisor.EventFailed:
-			if !r.headSent {
-				r.c.writeError(502, "")
-				r.c.logAccess(r.req, r.start, 502, 0)
-				return false
-			}
-			r.c.logAccess(r.req, r.start, r.code, r.written)
-			return false
+			return r.failed()
 		}
 	}
+}
+
+// failed answers a request whose worker died under it: 502, or a closed connection if the head
+// is out.
+func (r *response) failed() bool {
+	if !r.headSent {
+		r.c.writeError(502, "")
+		r.c.logAccess(r.req, r.start, 502, 0)
+		return false
+	}
+	r.flush()
+	r.c.logAccess(r.req, r.start, r.code, r.written)
+	return false
+}
+
+// timedOut answers a request whose app stayed silent past the timeout: 504, or a closed
+// connection if the head is out. The worker interrupts the thread; its answer is dropped.
+func (r *response) timedOut() bool {
+	r.c.s.log.Error(fmt.Sprintf("Request timed out after %v: %s %s (worker %d); interrupting its thread",
+		r.c.s.cfg.Timeout, r.req.Method, r.req.Target, r.st.Worker()))
+	r.st.Interrupt()
+	r.st.Abandon()
+	if !r.headSent {
+		r.c.writeError(504, "")
+		r.c.logAccess(r.req, r.start, 504, 0)
+		return false
+	}
+	r.flush()
+	r.c.logAccess(r.req, r.start, r.code, r.written)
+	return false
 }
 
 func (r *response) cancel() {
@@ -389,6 +442,8 @@ func (r *response) writeHead(h *frame.ResponseHead) {
 }
 
 func (r *response) writeData(p []byte) {
+	// The worker spent credit on every byte it sent, whether or not the client gets it.
+	defer r.grant(len(p))
 	if r.noBody || r.clientErr {
 		return
 	}
@@ -399,7 +454,6 @@ func (r *response) writeData(p []byte) {
 		r.remaining -= int64(len(p))
 	}
 	if len(p) == 0 {
-		r.grant(len(p))
 		return
 	}
 	bw := r.c.bw
@@ -418,7 +472,6 @@ func (r *response) writeData(p []byte) {
 		return
 	}
 	r.written += int64(len(p))
-	r.grant(len(p))
 }
 
 func (r *response) grant(n int) {

@@ -35,6 +35,10 @@ type Config struct {
 	BodyTimeout time.Duration
 	// WriteTimeout bounds each write to a client (default 60s).
 	WriteTimeout time.Duration
+	// Timeout bounds how long the app may stay silent: until the response head, and then
+	// between two pieces of the body. Past it the client gets 504 (or the connection closes if
+	// the head was sent) and the worker raises RequestTimeout in the thread. 0 disables it.
+	Timeout time.Duration
 	// BodyPrefix is how many request body bytes travel with the request frame, read before a
 	// Python thread is taken (default 64 KiB).
 	BodyPrefix int
@@ -112,12 +116,13 @@ func (s *Server) Serve(ctx context.Context, grace time.Duration) {
 	select {
 	case <-done:
 	case <-time.After(grace):
-		s.log.Warn("Graceful timeout reached; closing the remaining connections")
+		s.log.Warn("Graceful timeout reached; closing the remaining connections and stopping the workers")
 		s.mu.Lock()
 		for c := range s.live {
 			c.nc.Close()
 		}
 		s.mu.Unlock()
+		s.sup.Kill() // fails the streams the connections still wait on
 		<-done
 	}
 }

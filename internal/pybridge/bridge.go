@@ -148,11 +148,11 @@ func NewThread() (*Thread, error) {
 	return &Thread{t: t}, nil
 }
 
-// Call runs phase (a): build the environ from the packed env, call the app, and iterate to the
+// Call runs phase (a) of request serial (non-zero; Interrupt names it): build the environ from the packed env, call the app, and iterate to the
 // first non-empty chunk. body holds the first request body bytes, the whole body when bodyEnd.
 // upFD and bodyFD are the thread's pipe ends for write() data and further body.
-func (t *Thread) Call(env, body []byte, bodyEnd bool, upFD, bodyFD int) Result {
-	C.gw_call(t.t, (*C.char)(unsafe.Pointer(unsafe.SliceData(env))), C.size_t(len(env)),
+func (t *Thread) Call(serial uint64, env, body []byte, bodyEnd bool, upFD, bodyFD int) Result {
+	C.gw_call(t.t, C.ulonglong(serial), (*C.char)(unsafe.Pointer(unsafe.SliceData(env))), C.size_t(len(env)),
 		(*C.char)(unsafe.Pointer(unsafe.SliceData(body))), C.size_t(len(body)), cbool(bodyEnd),
 		C.int(upFD), C.int(bodyFD), &t.out)
 	return t.result()
@@ -162,6 +162,13 @@ func (t *Thread) Call(env, body []byte, bodyEnd bool, upFD, bodyFD int) Result {
 func (t *Thread) Next() Result {
 	C.gw_next(t.t, &t.out)
 	return t.result()
+}
+
+// Interrupt raises glue.RequestTimeout inside the thread if it still runs request serial, and
+// reports whether it did. It may be called from any goroutine, but it waits for the GIL: run
+// it where blocking forever (an app holding the GIL in C) harms nobody else.
+func (t *Thread) Interrupt(serial uint64) bool {
+	return C.gw_interrupt(t.t, C.ulonglong(serial)) == 1
 }
 
 // Close runs phase (c): close() on the iterable, and every reference of the request dropped.

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func init() { runtime.LockOSThread() } // TestMain runs on the main thread; Python's lives there
@@ -57,7 +58,7 @@ func onThread(t *testing.T, fn func(th *Thread)) {
 }
 
 func call(th *Thread, path string, body string) Result {
-	return th.Call(packEnv("REQUEST_METHOD", "GET", "PATH_INFO", path), []byte(body), true, -1, -1)
+	return th.Call(1, packEnv("REQUEST_METHOD", "GET", "PATH_INFO", path), []byte(body), true, -1, -1)
 }
 
 func TestPhases(t *testing.T) {
@@ -129,3 +130,28 @@ func TestThreadLocalPersists(t *testing.T) {
 	})
 }
 
+
+func TestInterrupt(t *testing.T) {
+	onThread(t, func(th *Thread) {
+		if th.Interrupt(42) {
+			t.Error("Interrupt of an idle thread raised")
+		}
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			th.Interrupt(41) // another request: must not fire
+			for !th.Interrupt(42) {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+		r := th.Call(42, packEnv("REQUEST_METHOD", "GET", "PATH_INFO", "/spin"), nil, true, -1, -1)
+		th.Close()
+		if r.Kind != Error || !strings.Contains(r.Err, "RequestTimeout") {
+			t.Fatalf("spinning request: got %+v, want a RequestTimeout error", r)
+		}
+		r = call(th, "/hello", "")
+		th.Close()
+		if r.Kind != Data {
+			t.Fatalf("after the interrupt: %+v", r)
+		}
+	})
+}

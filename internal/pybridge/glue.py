@@ -15,6 +15,11 @@ import traceback
 import _gowsgi
 
 
+class RequestTimeout(BaseException):
+    """Raised inside a request that ran past --timeout. A BaseException, so that a broad
+    ``except Exception`` in the app does not swallow it."""
+
+
 class StartResponse:
     """The start_response callable of one request (PEP 3333).
 

@@ -20,6 +20,8 @@ typedef struct gw_buf {
 
 struct gw_thread {
 	PyThreadState *ts;
+	unsigned long thread_id;     /* the OS thread ident PyThreadState_SetAsyncExc takes */
+	unsigned long long serial;   /* the current request, 0 between requests (GIL held) */
 	PyObject *environ; /* the request's environ (for error messages) */
 	PyObject *sr;      /* glue.StartResponse */
 	PyObject *result;  /* what the app returned; close() is called on it */
@@ -35,6 +37,7 @@ struct gw_thread {
 /* Module state (GIL held). */
 static PyThreadState *gw_main_ts;
 static PyObject *gw_app, *gw_glue;
+static PyObject *gw_RequestTimeout;
 static PyObject *gw_StartResponse, *gw_FileWrapper, *gw_make_input, *gw_log_exc, *gw_BytesIO;
 static PyObject *gw_version;
 static int gw_multithread, gw_multiprocess;
@@ -401,6 +404,7 @@ int gw_init(const char *glue, size_t glue_len, const char *paths, size_t paths_l
 	gw_FileWrapper = glue_attr("FileWrapper");
 	gw_make_input = glue_attr("make_input");
 	gw_log_exc = glue_attr("log_exc");
+	gw_RequestTimeout = glue_attr("RequestTimeout");
 	PyObject *io = PyImport_ImportModule("io");
 	if (io) {
 		gw_BytesIO = PyObject_GetAttrString(io, "BytesIO");
@@ -424,7 +428,7 @@ int gw_init(const char *glue, size_t glue_len, const char *paths, size_t paths_l
 	k_input_terminated = intern("wsgi.input_terminated");
 	k_method = intern("REQUEST_METHOD");
 	k_path = intern("PATH_INFO");
-	if (PyErr_Occurred() || !gw_StartResponse || !gw_FileWrapper || !gw_make_input || !gw_log_exc ||
+	if (PyErr_Occurred() || !gw_StartResponse || !gw_FileWrapper || !gw_make_input || !gw_log_exc || !gw_RequestTimeout ||
 	    !gw_BytesIO || !gw_version) {
 		PyErr_Print();
 		*err = dup_err("set up the gowsgi glue module", NULL);
@@ -474,6 +478,7 @@ gw_thread *gw_thread_new(void) {
 	if (!t)
 		return NULL;
 	PyGILState_Ensure(); /* never released: the state lives as long as the thread */
+	t->thread_id = PyThread_get_thread_ident();
 	t->ts = PyEval_SaveThread();
 	t->up_fd = -1;
 	return t;
@@ -655,12 +660,13 @@ static int sent_via_write(gw_thread *t) {
 	return r;
 }
 
-void gw_call(gw_thread *t, const char *env, size_t env_len, const char *body, size_t body_len,
+void gw_call(gw_thread *t, unsigned long long serial, const char *env, size_t env_len, const char *body, size_t body_len,
              int body_end, int up_fd, int body_fd, gw_out *out) {
 	memset(out, 0, sizeof *out);
 	out->total = -1;
 	out->fd = -1;
 	PyEval_RestoreThread(t->ts);
+	t->serial = serial;
 	t->up_fd = up_fd;
 	t->err[0] = 0;
 	int done = 0, r;
@@ -803,5 +809,15 @@ void gw_close(gw_thread *t) {
 	}
 	Py_CLEAR(t->sr);
 	Py_CLEAR(t->environ);
+	t->serial = 0;
 	t->ts = PyEval_SaveThread();
+}
+
+int gw_interrupt(gw_thread *t, unsigned long long serial) {
+	PyGILState_STATE g = PyGILState_Ensure();
+	int n = 0;
+	if (serial != 0 && t->serial == serial)
+		n = PyThreadState_SetAsyncExc(t->thread_id, gw_RequestTimeout);
+	PyGILState_Release(g);
+	return n;
 }

@@ -76,15 +76,20 @@ void gw_finalize(void);
  * locked to it for its whole life. Detached on entry and exit. Returns NULL on failure. */
 gw_thread *gw_thread_new(void);
 
-/* gw_call runs phase (a): builds the environ from the packed env (package wsgi's format), with
+/* gw_call runs phase (a) of request serial (non-zero; gw_interrupt names it): builds the environ from the packed env (package wsgi's format), with
  * body[0:body_len] as the first request body bytes (the whole body when body_end), calls the
  * app and iterates to the first non-empty chunk. up_fd and body_fd are this thread's pipes for
  * write() data and further body. Detached on entry and exit. Always fills out. */
-void gw_call(gw_thread *t, const char *env, size_t env_len, const char *body, size_t body_len,
+void gw_call(gw_thread *t, unsigned long long serial, const char *env, size_t env_len, const char *body, size_t body_len,
              int body_end, int up_fd, int body_fd, gw_out *out);
 
 /* gw_next runs phase (b): the next non-empty chunk of the current response. Detached. */
 void gw_next(gw_thread *t, gw_out *out);
+
+/* gw_interrupt raises glue.RequestTimeout inside the thread if it still runs request serial.
+ * Callable from any OS thread, detached on entry and exit; it waits for the GIL, so a thread
+ * that holds the GIL forever blocks the caller forever. Returns 1 when an exception was set. */
+int gw_interrupt(gw_thread *t, unsigned long long serial);
 
 /* gw_close runs phase (c): calls close() on the iterable if it has one and drops every
  * reference of the request. Detached. Safe to call when nothing is open. */

@@ -3,6 +3,8 @@ package supervisor
 import (
 	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"gowsgi/internal/frame"
 )
@@ -18,6 +20,8 @@ const (
 	EventWantBody                      // the app wants up to N more request body bytes
 	EventEnd                           // the response is complete (Abort: it broke after its head)
 	EventFailed                        // the worker died or was lost before the stream ended
+	EventRetry                         // the worker died before a thread took the stream: send it again
+	EventTimeout                       // NextTimeout's wait ran out
 )
 
 // Event is one thing a worker said about a stream.
@@ -38,11 +42,14 @@ type Stream struct {
 	id uint32
 	w  *workerConn
 
+	started atomic.Bool // a Python thread took the stream (frame.Started)
+
 	// mu guards the fields that follow.
 	mu     sync.Mutex
 	events []Event
-	ended  bool // EventEnd or EventFailed was queued
-	wake   chan struct{}
+	ended     bool // EventEnd, EventFailed or EventRetry was queued
+	abandoned bool // the caller left: events are dropped
+	wake      chan struct{}
 }
 
 func newStream(id uint32, w *workerConn) *Stream {
@@ -53,14 +60,14 @@ func newStream(id uint32, w *workerConn) *Stream {
 // are bounded by the stream's credit.
 func (st *Stream) push(e Event) {
 	st.mu.Lock()
-	if st.ended {
+	if st.ended || st.abandoned {
 		st.mu.Unlock()
 		if e.File != nil {
 			e.File.Close()
 		}
 		return
 	}
-	if e.Kind == EventEnd || e.Kind == EventFailed {
+	if e.Kind == EventEnd || e.Kind == EventFailed || e.Kind == EventRetry {
 		st.ended = true
 	}
 	st.events = append(st.events, e)
@@ -72,7 +79,11 @@ func (st *Stream) push(e Event) {
 }
 
 // Next waits for the next event.
-func (st *Stream) Next() Event {
+func (st *Stream) Next() Event { return st.NextTimeout(0) }
+
+// NextTimeout waits at most d (0: forever) for the next event; EventTimeout says it ran out.
+func (st *Stream) NextTimeout(d time.Duration) Event {
+	var timeout <-chan time.Time
 	for {
 		st.mu.Lock()
 		if len(st.events) > 0 {
@@ -83,8 +94,38 @@ func (st *Stream) Next() Event {
 			return e
 		}
 		st.mu.Unlock()
-		<-st.wake
+		if d > 0 && timeout == nil {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-st.wake:
+		case <-timeout:
+			return Event{Kind: EventTimeout}
+		}
 	}
+}
+
+// Abandon drops every event still to come; the worker's thread is given back when it ends
+// the stream. Use it after answering the client without the worker (a timeout).
+func (st *Stream) Abandon() {
+	st.mu.Lock()
+	st.abandoned = true
+	for _, e := range st.events {
+		if e.File != nil {
+			e.File.Close()
+		}
+	}
+	st.events = nil
+	st.mu.Unlock()
+}
+
+// Interrupt asks the worker to raise an exception in the thread running the stream.
+func (st *Stream) Interrupt() {
+	_ = st.w.out.SendFunc(func(dst []byte) []byte { // a dead worker fails the stream anyway
+		return frame.AppendHeader(dst, frame.Interrupt, 0, st.id, 0)
+	})
 }
 
 // Pending reports whether an event is waiting, so the caller can delay a flush.

@@ -58,7 +58,7 @@ type Supervisor struct {
 
 	nextID atomic.Uint32
 
-	// mu guards workers.
+	// mu guards workers: every worker process started and not yet lost.
 	mu      sync.Mutex
 	workers map[*workerConn]struct{}
 }
@@ -86,6 +86,8 @@ func (s *Supervisor) Start() error {
 	case err := <-s.fatal:
 		s.Stop(0)
 		return err
+	case <-s.ctx.Done():
+		return ErrStopped
 	}
 }
 
@@ -156,6 +158,13 @@ func (s *Supervisor) runWorker(i int, ready chan<- struct{}) (code int, wasReady
 
 	w := &workerConn{sup: s, pid: cmd.Process.Pid, conn: conn, out: frame.NewWriter(conn),
 		streams: make(map[uint32]*Stream), proc: cmd.Process}
+	s.mu.Lock()
+	s.workers[w] = struct{}{}
+	stopping := s.ctx.Err() != nil
+	s.mu.Unlock()
+	if stopping {
+		_ = cmd.Process.Kill() // Stop ran while we were spawning; it could not see this one
+	}
 	exited := make(chan struct{})
 	var waitErr error
 	go func() {
@@ -243,6 +252,17 @@ func (s *Supervisor) Stop(grace time.Duration) {
 	<-done
 }
 
+// Kill stops at once: no new streams, and every worker is killed, failing what it executes.
+// Stop must still be called to wait for the workers' goroutines.
+func (s *Supervisor) Kill() {
+	s.cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for w := range s.workers {
+		_ = w.proc.Kill() // an already dead worker needs nothing
+	}
+}
+
 // workerConn is the front's side of one live worker.
 type workerConn struct {
 	sup  *Supervisor
@@ -295,7 +315,11 @@ func (w *workerConn) lost() {
 	delete(w.sup.workers, w)
 	w.sup.mu.Unlock()
 	for _, st := range streams {
-		st.push(Event{Kind: EventFailed})
+		if st.started.Load() {
+			st.push(Event{Kind: EventFailed})
+		} else {
+			st.push(Event{Kind: EventRetry}) // the app never saw it: safe to send elsewhere
+		}
 	}
 }
 
@@ -327,9 +351,7 @@ func (w *workerConn) readLoop(ready chan<- struct{}) {
 				return
 			}
 			w.wasReady.Store(true)
-			w.sup.mu.Lock()
-			w.sup.workers[w] = struct{}{}
-			w.sup.mu.Unlock()
+			log.Info(fmt.Sprintf("Worker %d ready with %d threads", w.pid, info.Threads))
 			for i := 0; i < int(info.Threads); i++ {
 				w.sup.tokens <- w
 			}
@@ -378,6 +400,10 @@ func (w *workerConn) readLoop(ready chan<- struct{}) {
 				st.push(Event{Kind: EventEnd, Abort: f.Flags&frame.FlagAbort != 0})
 			}
 			w.finish(f.Stream)
+		case frame.Started:
+			if st := w.stream(f.Stream); st != nil {
+				st.started.Store(true)
+			}
 		case frame.Heartbeat:
 		default:
 			log.Error(fmt.Sprintf("Worker %d sent an unexpected %v frame", w.pid, f.Kind))

@@ -31,6 +31,7 @@ type slot struct {
 	bodyW *os.File // companion writes; non-blocking
 
 	cur atomic.Pointer[task] // the task the thread is running, for the companion
+	th  atomic.Pointer[pybridge.Thread]
 
 	companion sync.WaitGroup
 }
@@ -88,6 +89,7 @@ func (s *slot) run(started chan<- error) {
 	if err != nil {
 		return
 	}
+	s.th.Store(th)
 	for t := range s.w.queue {
 		s.serve(th, t)
 	}
@@ -97,8 +99,11 @@ func (s *slot) serve(th *pybridge.Thread, t *task) {
 	s.cur.Store(t)
 	defer s.cur.Store(nil)
 	defer s.w.forget(t.id)
+	_ = s.w.out.SendFunc(func(dst []byte) []byte { // a dead front is noticed by the reader
+		return frame.AppendHeader(dst, frame.Started, 0, t.id, 0)
+	})
 
-	res := th.Call(t.env, t.body, t.bodyEnd, s.upW, s.bodyR)
+	res := th.Call(uint64(t.id), t.env, t.body, t.bodyEnd, s.upW, s.bodyR)
 	if res.HeadSent {
 		<-t.synced // everything write() sent is on its way, in order, before what follows
 	}
@@ -269,14 +274,13 @@ func (s *slot) feedBody(t *task, n int) {
 	if !t.bodyPending() {
 		s.send(frame.AppendU32(nil, frame.WantBody, t.id, uint32(n)))
 	}
-	p, done, ok := t.takeBody(n)
-	if !ok {
-		s.replyBody(nil, false)
-		return
-	}
-	s.replyBody(p, done)
+	// At the end of the body p is empty, which the thread reads as EOF.
+	p, ok := t.takeBody(n)
+	s.replyBody(p, ok)
 }
 
+// replyBody answers the thread's body read: p (empty at the end of the body), or an abort
+// when !ok.
 func (s *slot) replyBody(p []byte, ok bool) {
 	var hdr [4]byte
 	v := uint32(len(p))

@@ -98,14 +98,14 @@ func (t *task) acquire(n int) bool {
 	}
 }
 
-// takeBody waits for the next body bytes (at most n) from the front. It returns done when the
-// body has ended, and ok=false when the stream was cancelled.
-func (t *task) takeBody(n int) (p []byte, done, ok bool) {
+// takeBody waits for the next body bytes (at most n) from the front. It returns empty p when
+// the body has ended, and ok=false when the stream was cancelled.
+func (t *task) takeBody(n int) (p []byte, ok bool) {
 	for {
 		t.mu.Lock()
 		if t.cancelled {
 			t.mu.Unlock()
-			return nil, false, false
+			return nil, false
 		}
 		if len(t.bodyQ) > 0 {
 			p = t.bodyQ[0]
@@ -116,11 +116,11 @@ func (t *task) takeBody(n int) (p []byte, done, ok bool) {
 				t.bodyQ = t.bodyQ[1:]
 			}
 			t.mu.Unlock()
-			return p, false, true
+			return p, true
 		}
 		if t.bodyDone {
 			t.mu.Unlock()
-			return nil, true, true
+			return nil, true
 		}
 		t.mu.Unlock()
 		<-t.wake

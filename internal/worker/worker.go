@@ -75,12 +75,14 @@ func Run(opts Options) int {
 	}
 
 	w := &worker{
-		log:   log,
-		conn:  conn,
-		out:   frame.NewWriter(conn),
-		tasks: make(map[uint32]*task),
-		queue: make(chan *task, 4096),
+		log:        log,
+		conn:       conn,
+		out:        frame.NewWriter(conn),
+		tasks:      make(map[uint32]*task),
+		queue:      make(chan *task, 4096),
+		interrupts: make(chan *task, 1024),
 	}
+	go w.interrupter()
 	if err := w.startThreads(opts.Threads); err != nil {
 		log.Error("worker: " + err.Error())
 		return ExitFailure
@@ -116,9 +118,10 @@ type worker struct {
 	mu    sync.Mutex
 	tasks map[uint32]*task
 
-	queue   chan *task     // requests waiting for a free Python thread
-	threads sync.WaitGroup // the Python thread goroutines
-	slots   []*slot
+	queue      chan *task     // requests waiting for a free Python thread
+	interrupts chan *task     // timed-out requests for the interrupter
+	threads    sync.WaitGroup // the Python thread goroutines
+	slots      []*slot
 }
 
 // readLoop dispatches frames from the front until Shutdown (true) or until the front goes away
@@ -163,7 +166,13 @@ func (w *worker) readLoop() bool {
 				t.cancel()
 			}
 		case frame.Interrupt:
-			// Per-request timeouts arrive with the supervisor work (issue 3).
+			if t := w.task(f.Stream); t != nil {
+				select {
+				case w.interrupts <- t:
+				default:
+					w.log.Warn("worker: too many pending interrupts; dropping one", "stream", f.Stream)
+				}
+			}
 		case frame.Shutdown:
 			return true
 		default:
@@ -228,4 +237,20 @@ func frontConn(fd int) (*net.UnixConn, error) {
 		return nil, errors.New("the socket to the front is not a unix socket")
 	}
 	return conn, nil
+}
+
+// interrupter raises RequestTimeout in the threads of timed-out requests. It has a goroutine of
+// its own because raising needs the GIL, which an app stuck in C may hold forever; it lives as
+// long as the process.
+func (w *worker) interrupter() {
+	for t := range w.interrupts {
+		for _, s := range w.slots {
+			if s.cur.Load() != t {
+				continue
+			}
+			if th := s.th.Load(); th != nil && th.Interrupt(uint64(t.id)) {
+				w.log.Warn(fmt.Sprintf("Request timed out: raised RequestTimeout in its thread (stream %d)", t.id))
+			}
+		}
+	}
 }

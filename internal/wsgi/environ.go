@@ -106,7 +106,8 @@ var hashSeed = rand.Uint64()
 //     decoded. SCRIPT_NAME: when opt.ScriptName (less trailing slashes) is a prefix of the decoded
 //     path ending at a segment boundary, it is SCRIPT_NAME and is stripped from PATH_INFO;
 //     otherwise SCRIPT_NAME is "" and PATH_INFO is the whole path, so SCRIPT_NAME+PATH_INFO is
-//     always the decoded path.
+//     always the decoded path. For an asterisk-form target (OPTIONS *) PATH_INFO is "", since
+//     PEP 3333 (and wsgiref.validate) wants it empty or starting with '/'; RAW_URI keeps "*".
 //   - SERVER_NAME and SERVER_PORT from req.Host, split at the port colon (an IPv6 literal keeps
 //     its brackets, as RFC 3875 spells SERVER_NAME); without a port, or with an empty one, the
 //     port is 80 for http and 443 for https. Without a Host they come from ci.LocalHost (IPv6
@@ -149,7 +150,9 @@ func AppendEnviron(dst []byte, req *http1.Request, ci *ConnInfo, opt *Options) [
 	lenAt := len(b)
 	b = append(b, 0, 0, 0, 0)
 	start := len(b)
-	b = appendUnescaped(b, req.Path)
+	if req.Path != "*" { // OPTIONS *: PATH_INFO stays empty, as PEP 3333 needs "" or "/..."
+		b = appendUnescaped(b, req.Path)
+	}
 	if scriptName != "" {
 		dec := b[start:]
 		n := len(scriptName)

@@ -25,6 +25,9 @@ def application(environ, start_response):
         body = environ["wsgi.input"].read()
         start_response("200 OK", [])
         return [body]
+    if path == "/spin":
+        while True:
+            pass
     if path == "/notbytes":
         start_response("200 OK", [])
         return ["text"]

@@ -1,0 +1,78 @@
+# gowsgi build, run and test entry points. See README.md.
+#
+#   make run     install deps, build, serve examples/hello on 127.0.0.1:8000
+#   make test    install deps, go vet, go test, brief fuzzing
+#   make fuzz    longer fuzzing (FUZZTIME=60s per target)
+#
+# Build against another CPython with e.g. `make PYTHON_PKG=python-3.12-embed build`.
+# The cgo preamble in internal/pybridge runs pkg-config for python3-embed, so a
+# plain `go build ./...` works too; see PKG_CONFIG below for other Pythons.
+
+SHELL := /bin/bash
+GO ?= go
+PYTHON_PKG ?= python3-embed
+GOWSGI_PYTHON ?= /usr/bin/python3
+FUZZTIME ?= 5s
+TEST_TIMEOUT ?= 15m
+BIN := bin/gowsgi
+
+export CGO_ENABLED := 1
+# pybridge's cgo preamble asks pkg-config for python3-embed. To build against another
+# Python, PKG_CONFIG points at a wrapper that answers for $(PYTHON_PKG) instead.
+ifneq ($(PYTHON_PKG),python3-embed)
+export PKG_CONFIG := $(CURDIR)/scripts/pkg-config-python
+endif
+export PYTHON_PKG GOWSGI_PYTHON
+
+SUBMAKE = $(MAKE) --no-print-directory
+
+.PHONY: all deps build run test fuzz bench clean _build _run _test _fuzz _check-python
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: _check-python
+	$(GO) build -o $(BIN) ./cmd/gowsgi
+
+run: deps
+	@$(SUBMAKE) _run
+
+test: deps
+	@$(SUBMAKE) _test
+
+fuzz: deps
+	@$(SUBMAKE) _fuzz
+
+bench: deps
+	@$(SUBMAKE) build
+	@scripts/bench.sh
+
+clean:
+	rm -rf bin
+
+_run: build
+	$(BIN) --chdir examples/hello -b 127.0.0.1:8000 app:application
+
+_test: _check-python
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+_fuzz: _check-python
+	FUZZTIME=60s scripts/fuzz.sh
+
+_check-python:
+	@pkg-config --exists $(PYTHON_PKG) || { \
+		echo "pkg-config cannot find '$(PYTHON_PKG)': run 'make deps', or set PYTHON_PKG (e.g. PYTHON_PKG=python-3.12-embed)" >&2; \
+		exit 1; }
+
+# Print the effective cgo environment (debugging aid).
+.PHONY: env
+env:
+	@echo "PYTHON_PKG=$(PYTHON_PKG)"
+	@echo "PKG_CONFIG=$$PKG_CONFIG"
+	@echo "cflags: $$($${PKG_CONFIG:-pkg-config} --cflags python3-embed)"
+	@echo "libs:   $$($${PKG_CONFIG:-pkg-config} --libs python3-embed)"
+	@echo "GOWSGI_PYTHON=$$GOWSGI_PYTHON"

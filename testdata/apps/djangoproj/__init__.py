@@ -1,0 +1,2 @@
+"""A minimal Django project for gowsgi's integration tests:
+`--chdir testdata/apps djangoproj.wsgi:application`."""

@@ -1,0 +1,3 @@
+"""Exports an `application` that is not callable; gowsgi must refuse it."""
+
+application = 42

@@ -1,0 +1,492 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gowsgi/internal/testenv"
+)
+
+func TestWriteCallable(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	resp, body := get(t, s.URL+"/write")
+	wantStatus(t, resp, body, 200)
+	if want := "chunk0\nchunk1\nchunk2\nchunk3\nchunk4\n"; string(body) != want {
+		t.Errorf("write() body %q, want %q", body, want)
+	}
+	resp, body = get(t, s.URL+"/write_and_iter")
+	wantStatus(t, resp, body, 200)
+	if want := "written;iter1;iter2"; string(body) != want {
+		t.Errorf("write() then iterable: %q, want %q", body, want)
+	}
+}
+
+// TestResponseFramingHTTP11: bodies without Content-Length are framed (Content-Length the
+// server computed, or chunked) so that the connection stays usable for the next request.
+func TestResponseFramingHTTP11(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	c := dial(t, s)
+	br := bufio.NewReader(c)
+	for _, tc := range []struct{ path, want string }{
+		{"/single", "single chunk body\n"},
+		{"/multi", "one;two;three\n"},
+		{"/write", "chunk0\nchunk1\nchunk2\nchunk3\nchunk4\n"},
+		{"/single", "single chunk body\n"},
+	} {
+		write(t, c, headRequest("GET", tc.path))
+		resp, body := readResponse(t, br, "GET")
+		if resp.StatusCode != 200 || string(body) != tc.want {
+			t.Fatalf("%s on a kept-alive connection: %q %q, want 200 %q", tc.path, resp.Status, body, tc.want)
+		}
+		if resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 {
+			t.Errorf("%s: HTTP/1.1 response delimited by closing the connection", tc.path)
+		}
+		if resp.Close {
+			t.Errorf("%s: server closed a keep-alive connection", tc.path)
+		}
+	}
+}
+
+// TestResponseFramingHTTP10: an HTTP/1.0 client cannot read chunked encoding.
+func TestResponseFramingHTTP10(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	for _, path := range []string{"/multi", "/write", "/single"} {
+		c := dial(t, s)
+		write(t, c, "GET "+path+" HTTP/1.0\r\n\r\n")
+		raw, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("%s: read: %v", path, err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatalf("%s: %v in %q", path, err, raw)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("%s: body: %v in %q", path, err, raw)
+		}
+		if len(resp.TransferEncoding) > 0 {
+			t.Errorf("%s: chunked response to an HTTP/1.0 request:\n%q", path, raw)
+		}
+		if resp.StatusCode != 200 || len(body) == 0 || bytes.Contains(body, []byte("\r\n0\r\n")) {
+			t.Errorf("%s: %q %q", path, resp.Status, body)
+		}
+	}
+}
+
+// TestHEAD: a HEAD response has headers and no body, also for a body the app produces
+// without Content-Length, and the next pipelined request parses cleanly.
+func TestHEAD(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	_, getBody := get(t, s.URL+"/head")
+	for _, path := range []string{"/head", "/multi", "/write"} {
+		c := dial(t, s)
+		br := bufio.NewReader(c)
+		write(t, c, headRequest("HEAD", path)+headRequest("GET", "/status?code=201"))
+		resp, _ := readResponse(t, br, "HEAD")
+		if resp.StatusCode != 200 {
+			t.Errorf("HEAD %s: status %q", path, resp.Status)
+		}
+		if path == "/head" {
+			if cl := resp.Header.Get("Content-Length"); cl != "" && cl != strconv.Itoa(len(getBody)) {
+				t.Errorf("HEAD /head: Content-Length %s, GET body has %d bytes", cl, len(getBody))
+			}
+		}
+		resp, body := readResponse(t, br, "GET")
+		if resp.StatusCode != 201 || string(body) != "201 Created\n" {
+			t.Errorf("request after HEAD %s: %q %q (a body leaked into the HEAD response?)", path, resp.Status, body)
+		}
+	}
+}
+
+func TestPipelining(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	c := dial(t, s)
+	br := bufio.NewReader(c)
+	write(t, c, headRequest("GET", "/status?code=201")+
+		"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabcdef"+
+		headRequest("GET", "/sleep?s=0.2")+
+		headRequest("GET", "/status?code=202"))
+	for _, want := range []struct {
+		method string
+		code   int
+		body   string
+	}{
+		{"GET", 201, "201 Created\n"},
+		{"POST", 200, "abcdef"},
+		{"GET", 200, "slept"},
+		{"GET", 202, "202 Accepted\n"},
+	} {
+		resp, body := readResponse(t, br, want.method)
+		if resp.StatusCode != want.code || string(body) != want.body {
+			t.Fatalf("pipelined response: %q %q, want %d %q", resp.Status, body, want.code, want.body)
+		}
+	}
+}
+
+func TestStatusLinePassedThrough(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	c := dial(t, s)
+	br := bufio.NewReader(c)
+	write(t, c, headRequest("GET", "/status?code=418"))
+	line, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line != "HTTP/1.1 418 I'm a Teapot\r\n" {
+		t.Errorf("status line %q, want %q", line, "HTTP/1.1 418 I'm a Teapot\r\n")
+	}
+}
+
+func TestStatusNoContent(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	for _, code := range []int{204, 304} {
+		c := dial(t, s)
+		br := bufio.NewReader(c)
+		write(t, c, headRequest("GET", "/status?code="+strconv.Itoa(code))+headRequest("GET", "/status?code=201"))
+		resp, body := readResponse(t, br, "GET")
+		if resp.StatusCode != code || len(body) != 0 || len(resp.TransferEncoding) > 0 {
+			t.Errorf("%d: %q, body %q, transfer-encoding %v", code, resp.Status, body, resp.TransferEncoding)
+		}
+		resp, _ = readResponse(t, br, "GET")
+		if resp.StatusCode != 201 {
+			t.Errorf("request after %d: %q", code, resp.Status)
+		}
+	}
+}
+
+// TestContentLengthShort: the app promises 10 bytes and sends 5. The server must not leave
+// the client waiting for the rest: it answers 500 if it notices before sending the head, or
+// closes the connection after the 5 bytes.
+func TestContentLengthShort(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	c := dial(t, s)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	write(t, c, headRequest("GET", "/cl_short"))
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode == 500 {
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("server neither finished nor closed the response after %q (Content-Length 10)", body)
+	}
+	if err == nil || len(body) >= 10 {
+		t.Errorf("status %q, body %q, err %v: want the connection closed short of 10 bytes", resp.Status, body, err)
+	}
+	stillServes(t, s)
+}
+
+// TestContentLengthLong: the app promises 5 bytes and sends 10. The client gets exactly 5
+// (or a 500), and the surplus must never be read as the start of the next response.
+func TestContentLengthLong(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	c := dial(t, s)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	write(t, c, headRequest("GET", "/cl_long")+headRequest("GET", "/status?code=201"))
+	resp, body := readResponse(t, br, "GET")
+	if resp.StatusCode != 500 && string(body) != "01234" {
+		t.Fatalf("first response %q %q, want 200 \"01234\" (or a 500)", resp.Status, body)
+	}
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	switch {
+	case err == nil:
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 201 || string(b) != "201 Created\n" {
+			t.Errorf("second response %q %q, want 201", resp.Status, b)
+		}
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err):
+		// The server closed the connection after the truncated response: fine.
+	default:
+		t.Errorf("second response unreadable (surplus bytes leaked into the stream?): %v", err)
+	}
+	stillServes(t, s)
+}
+
+func isConnReset(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && !oe.Timeout()
+}
+
+func TestAppExceptionBeforeStart(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	for _, path := range []string{"/exc_before", "/exc_after_start"} {
+		resp, body := get(t, s.URL+path)
+		wantStatus(t, resp, body, 500)
+		if bytes.Contains(body, []byte("Traceback")) {
+			t.Errorf("%s: 500 body leaks the traceback: %q", path, body)
+		}
+	}
+	if !eventually(5*time.Second, func() bool { return strings.Contains(s.Stderr(), "rawapp: /exc_before raises") }) {
+		t.Errorf("error log lacks the app's exception")
+	}
+	stillServes(t, s)
+}
+
+// TestAppExceptionMidStream: once the head is out, an exception can only abort the
+// response: the client must see an incomplete body, not a clean end. close() is called.
+func TestAppExceptionMidStream(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	_, closed0 := closedCount(t, s)
+	resp, err := client.Get(s.URL + "/exc_mid_stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "chunk 0\n") {
+		t.Errorf("status %q body %q, want 200 starting with the first chunk", resp.Status, body)
+	}
+	if err == nil {
+		t.Errorf("body %q ended cleanly; want the response aborted", body)
+	}
+	if !eventually(5*time.Second, func() bool { _, c := closedCount(t, s); return c == closed0+1 }) {
+		t.Errorf("close() not called on the failing iterable")
+	}
+	stillServes(t, s)
+}
+
+func TestExcInfoReplacesStatus(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	resp, body := get(t, s.URL+"/exc_info_replace")
+	wantStatus(t, resp, body, 500)
+	if string(body) != "replaced by exc_info\n" {
+		t.Errorf("body %q, want the app's replacement body", body)
+	}
+}
+
+// TestExcInfoAfterBody: start_response with exc_info after the head went out must re-raise;
+// the response is then aborted.
+func TestExcInfoAfterBody(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	resp, err := client.Get(s.URL + "/exc_info_after_body")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "first chunk\n" || err == nil {
+		t.Errorf("status %q body %q err %v; want 200, \"first chunk\\n\", then an aborted response", resp.Status, body, err)
+	}
+	if strings.Contains(string(body), "did not raise") {
+		t.Errorf("start_response with exc_info did not re-raise after the head was sent")
+	}
+	stillServes(t, s)
+}
+
+func TestDoubleStartResponse(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	resp, body := get(t, s.URL+"/double_start")
+	wantStatus(t, resp, body, 200)
+	if !strings.HasSuffix(string(body), "raised: yes\n") {
+		t.Errorf("body %q: a second start_response without exc_info must raise", body)
+	}
+}
+
+// TestBadHeaders: invalid status lines and headers from the app become a 500; nothing of
+// them reaches the client (no header injection). Uses raw_application: the validator would
+// stop these before the server sees them.
+func TestBadHeaders(t *testing.T) {
+	t.Parallel()
+	s := startApp(t, "rawapp:raw_application")
+	for _, kind := range []string{"crlf", "nul", "nonlatin", "nonstr", "badstatus", "space_in_name"} {
+		c := dial(t, s)
+		write(t, c, headRequest("GET", "/bad_header?kind="+kind, "Connection: close"))
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		raw, _ := io.ReadAll(io.LimitReader(c, 1<<16)) // ends when the server closes or the deadline passes
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), &http.Request{Method: "GET"})
+		if err != nil {
+			t.Errorf("%s: unparsable response %q: %v", kind, raw, err)
+			continue
+		}
+		if resp.StatusCode != 500 {
+			t.Errorf("%s: status %q, want 500; response %q", kind, resp.Status, raw)
+		}
+		if bytes.Contains(raw, []byte("Injected")) || bytes.Contains(raw, []byte("must not send")) {
+			t.Errorf("%s: the app's bad header or body reached the client: %q", kind, raw)
+		}
+		c.Close()
+	}
+	stillServes(t, s)
+}
+
+func TestFileWrapper(t *testing.T) {
+	t.Parallel()
+	for _, app := range []string{"rawapp:raw_application", "rawapp:application"} {
+		t.Run(app, func(t *testing.T) {
+			t.Parallel()
+			s := startApp(t, app)
+			for _, size := range []int{0, 1, 8192, 3_000_001} {
+				resp, body := get(t, s.URL+"/file?size="+strconv.Itoa(size))
+				wantStatus(t, resp, body, 200)
+				if len(body) != size || sha(body) != resp.Header.Get("X-Sha256") {
+					t.Errorf("size %d: got %d bytes, sha %s, want %s", size, len(body), sha(body), resp.Header.Get("X-Sha256"))
+				}
+				if w := resp.Header.Get("X-File-Wrapper"); w != "server" {
+					t.Errorf("X-File-Wrapper %q: environ has no wsgi.file_wrapper", w)
+				}
+			}
+		})
+	}
+}
+
+// TestFileWrapperNoLeak: the file the app hands to wsgi.file_wrapper is closed after the
+// response (the worker's fd count returns to where it was).
+func TestFileWrapperNoLeak(t *testing.T) {
+	t.Parallel()
+	s := startApp(t, "rawapp:raw_application")
+	get(t, s.URL+"/file?size=10")
+	before := openFDs(t, s.Pid)
+	for i := 0; i < 20; i++ {
+		resp, body := get(t, s.URL+"/file?size=100000")
+		wantStatus(t, resp, body, 200)
+	}
+	var after int
+	if !eventually(5*time.Second, func() bool { after = openFDs(t, s.Pid); return after <= before+2 }) {
+		t.Errorf("open fds of the server's processes went from %d to %d after 20 file responses", before, after)
+	}
+}
+
+// openFDs counts the open descriptors of pid and its descendants.
+func openFDs(t *testing.T, pid int) int {
+	t.Helper()
+	pids := []int{pid}
+	kids, err := testenv.Descendants(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, p := range append(pids, kids...) {
+		ents, err := os.ReadDir("/proc/" + strconv.Itoa(p) + "/fd")
+		if err == nil {
+			n += len(ents)
+		}
+	}
+	return n
+}
+
+func TestUploadCGIFieldStorage(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	data := randomBytes(t, 1<<20)
+	ctype, body := multipartBody(t, map[string]string{"title": "hello world", "empty": ""}, "upload", "data.bin", data)
+	resp, rbody := post(t, s.URL+"/upload", ctype, body)
+	wantStatus(t, resp, rbody, 200)
+	var r struct {
+		Names  []string
+		Fields map[string]string
+		Files  map[string]struct {
+			Filename, Sha256 string
+			Size             int
+		}
+	}
+	decodeJSON(t, rbody, &r)
+	if strings.Join(r.Names, ",") != "empty,title,upload" || r.Fields["title"] != "hello world" {
+		t.Errorf("names %v fields %v", r.Names, r.Fields)
+	}
+	f := r.Files["upload"]
+	if f.Filename != "data.bin" || f.Size != len(data) || f.Sha256 != sha(data) {
+		t.Errorf("file %+v, want data.bin, %d bytes, sha %s", f, len(data), sha(data))
+	}
+}
+
+// TestStreamingFlush: each chunk the app yields goes to the client at once; the first must
+// not wait for the second (yielded a second later).
+func TestStreamingFlush(t *testing.T) {
+	s := startRaw(t)
+	start := time.Now()
+	resp, err := client.Get(s.URL + "/stream?n=3&delay=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, len("chunk 0\n"))
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		t.Fatalf("first chunk: %v", err)
+	}
+	if d := time.Since(start); d >= 900*time.Millisecond {
+		t.Errorf("first chunk after %v, want < 0.9s (held back until the next one?)", d)
+	}
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || string(buf)+string(rest) != "chunk 0\nchunk 1\nchunk 2\n" {
+		t.Errorf("body %q + %q, err %v", buf, rest, err)
+	}
+}
+
+func TestCloseCalled(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	created0, closed0 := closedCount(t, s)
+	for i := 0; i < 3; i++ {
+		resp, body := get(t, s.URL+"/stream?n=2")
+		wantStatus(t, resp, body, 200)
+	}
+	if !eventually(5*time.Second, func() bool {
+		created, closed := closedCount(t, s)
+		return created == created0+3 && closed == closed0+3
+	}) {
+		created, closed := closedCount(t, s)
+		t.Errorf("after 3 streams: created %d closed %d (from %d, %d); close() must be called on every iterable", created, closed, created0, closed0)
+	}
+}
+
+// TestCloseOnClientDisconnect: when the client goes away mid-stream, the app stops being
+// iterated and its close() is called.
+func TestCloseOnClientDisconnect(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	created0, closed0 := closedCount(t, s)
+	c := dial(t, s)
+	write(t, c, headRequest("GET", "/stream?n=200&delay=0.05"))
+	br := bufio.NewReader(c)
+	tp := textproto.NewReader(br)
+	if line, err := tp.ReadLine(); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("status line %q, %v", line, err)
+	}
+	if _, err := tp.ReadMIMEHeader(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := br.ReadString('\n'); err != nil { // the first chunk (or its size line)
+		t.Fatal(err)
+	}
+	c.Close()
+	start := time.Now()
+	if !eventually(5*time.Second, func() bool {
+		created, closed := closedCount(t, s)
+		return created == created0+1 && closed == closed0+1
+	}) {
+		created, closed := closedCount(t, s)
+		t.Errorf("5s after the client left: created %d closed %d (from %d, %d); want close() called", created, closed, created0, closed0)
+	}
+	// 200 chunks 50 ms apart take 10 s: close() within 5 s shows the iteration was cancelled.
+	t.Logf("close() seen %v after the disconnect", time.Since(start))
+}
