@@ -247,4 +247,3 @@ func listenURL(l net.Listener) string {
 	}
 	return "http://" + l.Addr().String()
 }
-

@@ -130,7 +130,6 @@ func TestThreadLocalPersists(t *testing.T) {
 	})
 }
 
-
 func TestInterrupt(t *testing.T) {
 	onThread(t, func(th *Thread) {
 		if th.Interrupt(42) {

@@ -45,8 +45,8 @@ type Stream struct {
 	started atomic.Bool // a Python thread took the stream (frame.Started)
 
 	// mu guards the fields that follow.
-	mu     sync.Mutex
-	events []Event
+	mu        sync.Mutex
+	events    []Event
 	ended     bool // EventEnd, EventFailed or EventRetry was queued
 	abandoned bool // the caller left: events are dropped
 	wake      chan struct{}
