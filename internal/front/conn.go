@@ -102,6 +102,13 @@ func (c *conn) serve() {
 			}
 			return
 		}
+		if req.Upgrade && !upgradeIsASCII(req) {
+			// Granian's CVE-2026-42544: a non-ASCII WebSocket header crashed a worker. We
+			// serve WSGI only; refuse such a request outright.
+			c.writeError(400, "non-ASCII Upgrade or Sec-WebSocket header")
+			c.logAccess(req, start, 400, 0)
+			return
+		}
 		if !c.handle(req, start) {
 			return
 		}
@@ -592,4 +599,20 @@ func (s *Server) httpDate() string {
 	d := &cachedDate{sec: now.Unix(), s: now.UTC().Format("Mon, 02 Jan 2006 15:04:05 GMT")}
 	s.date.Store(d)
 	return d.s
+}
+
+// upgradeIsASCII reports whether the Upgrade and Sec-WebSocket-* headers of req are ASCII.
+func upgradeIsASCII(req *http1.Request) bool {
+	for _, h := range req.Headers {
+		n := h.Name
+		if !isName([]byte(n), "upgrade") && !(len(n) > 14 && isName([]byte(n[:14]), "sec-websocket-")) {
+			continue
+		}
+		for i := 0; i < len(h.Value); i++ {
+			if h.Value[i] >= 0x80 {
+				return false
+			}
+		}
+	}
+	return true
 }
