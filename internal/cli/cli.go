@@ -142,6 +142,9 @@ func parseArgs(args []string, getenv func(string) string) (config.Config, action
 	both("t", "timeout", seconds{&cfg.Timeout})
 	fs.Var(seconds{&cfg.GracefulTimeout}, "graceful-timeout", "")
 	fs.Var(seconds{&cfg.KeepAlive}, "keep-alive", "")
+	fs.Var(intFlag{&cfg.MaxRequests}, "max-requests", "")
+	fs.Var(intFlag{&cfg.MaxRequestsJitter}, "max-requests-jitter", "")
+	fs.Var(intFlag{&cfg.MaxWorkerMemoryMB}, "max-worker-memory", "")
 	fs.Var(intFlag{&cfg.LimitRequestLine}, "limit-request-line", "")
 	fs.Var(intFlag{&cfg.LimitRequestFields}, "limit-request-fields", "")
 	fs.Var(intFlag{&cfg.LimitRequestFieldSize}, "limit-request-field_size", "")
@@ -248,6 +251,9 @@ Options:
   -t, --timeout SECONDS       per-request timeout (default 30)
       --graceful-timeout S    time in-flight requests get after SIGTERM (default 30)
       --keep-alive SECONDS    idle keep-alive connection timeout (default 5)
+      --max-requests N        replace a worker after N requests (default 0: never)
+      --max-requests-jitter N add 0..N at random to each worker's --max-requests
+      --max-worker-memory MB  replace a worker whose resident memory exceeds MB
       --limit-request-line N  max request line bytes (default 4094)
       --limit-request-fields N
                               max header fields (default 100)
@@ -260,5 +266,7 @@ Options:
   -v, --version               print the version and exit
   -h, --help                  print this help and exit
 
-Signals: TERM or INT stop gracefully (in-flight requests finish within --graceful-timeout).
+Signals: TERM stops gracefully (in-flight requests finish within --graceful-timeout); INT and
+QUIT stop quickly (1 second); HUP reloads the workers with fresh code, without dropping a
+request; TTIN and TTOU add and remove a worker; USR1 reopens the log files.
 `

@@ -8,10 +8,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"gowsgi/internal/config"
 	"gowsgi/internal/front"
@@ -44,10 +46,11 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 			return fail("--env %s: %v", k, err)
 		}
 	}
-	errFile, err := openLog(cfg.ErrorLog, os.Stderr)
+	errFile, err := logging.OpenFile(cfg.ErrorLog, os.Stderr)
 	if err != nil {
 		return fail("--error-logfile: %v", err)
 	}
+	defer errFile.Close()
 	level, _ := logging.ParseLevel(cfg.LogLevel) // Validate checked it
 	log := logging.New(errFile, level)
 
@@ -91,42 +94,52 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 	log.Info(fmt.Sprintf("Using %d worker(s) with %d thread(s) each, app %s", cfg.Workers, cfg.Threads, cfg.App))
 
 	var access io.Writer
+	var accessFile *logging.File
 	if cfg.AccessLog != "" {
-		f, err := openLog(cfg.AccessLog, os.Stdout)
+		accessFile, err = logging.OpenFile(cfg.AccessLog, os.Stdout)
 		if err != nil {
 			return fail("--access-logfile: %v", err)
 		}
-		access = f
+		defer accessFile.Close()
+		access = accessFile
 	}
 
 	sup := supervisor.New(supervisor.Config{
 		Exe: exe, Args: []string{workerArg}, Env: env, Workers: cfg.Workers,
 		Stdout: os.Stdout, Stderr: errFile, Logger: log, AppLoadExit: worker.ExitAppLoad,
+		GracefulTimeout: cfg.GracefulTimeout, MaxRequests: cfg.MaxRequests,
+		MaxRequestsJitter: cfg.MaxRequestsJitter, MaxMemory: int64(cfg.MaxWorkerMemoryMB) << 20,
 	})
-	// Stop on TERM or INT; a second one stops at once.
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
 	startErr := make(chan error, 1)
 	go func() { startErr <- sup.Start() }()
-	select {
-	case err := <-startErr:
-		if err != nil {
+	for started := false; !started; {
+		select {
+		case err := <-startErr:
 			if errors.Is(err, supervisor.ErrAppLoad) {
 				log.Error("Shutting down: the application could not be loaded (see above)")
 				return exitAppLoad
 			}
-			log.Error(fmt.Sprintf("Shutting down: %v", err))
-			return exitFailure
+			if err != nil {
+				log.Error(fmt.Sprintf("Shutting down: %v", err))
+				return exitFailure
+			}
+			started = true
+		case sig := <-sigs:
+			if sig != syscall.SIGTERM && sig != syscall.SIGINT && sig != syscall.SIGQUIT {
+				continue // reload or resize before the first worker is up: nothing to do yet
+			}
+			log.Info(fmt.Sprintf("Received %s before the workers were ready; stopping", signalName(sig)))
+			sup.Stop(0)
+			<-startErr
+			return exitOK
 		}
-	case sig := <-sigs:
-		log.Info(fmt.Sprintf("Received %v before the workers were ready; stopping", sig))
-		sup.Stop(0)
-		<-startErr
-		return exitOK
 	}
 
 	srv := front.New(front.Config{
@@ -139,31 +152,78 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 		AccessLog: access,
 		Logger:    log,
 	}, sup)
+	grace := cfg.GracefulTimeout
 	served := make(chan struct{})
 	go func() {
-		srv.Serve(ctx, cfg.GracefulTimeout)
+		srv.Serve(ctx, func() time.Duration { return grace })
 		close(served)
 	}()
 	code := exitOK
-	select {
-	case sig := <-sigs:
-		log.Info(fmt.Sprintf("Handling signal: %s; draining (graceful timeout %v)", signalName(sig), cfg.GracefulTimeout))
-	case err := <-sup.Fatal():
-		log.Error(fmt.Sprintf("Shutting down: %v", err))
-		code = exitAppLoad
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGTERM:
+				log.Info(fmt.Sprintf("Handling signal: term; draining (graceful timeout %v)", grace))
+				break wait
+			case syscall.SIGINT, syscall.SIGQUIT:
+				grace = min(grace, quickStop)
+				log.Info(fmt.Sprintf("Handling signal: %s; stopping quickly (%v)", signalName(sig), grace))
+				break wait
+			case syscall.SIGHUP:
+				log.Info("Handling signal: hup")
+				sup.Reload()
+			case syscall.SIGTTIN:
+				sup.Add()
+			case syscall.SIGTTOU:
+				sup.Remove()
+			case syscall.SIGUSR1:
+				log.Info("Handling signal: usr1; reopening log files")
+				for _, f := range []*logging.File{errFile, accessFile} {
+					if f == nil {
+						continue
+					}
+					if err := f.Reopen(); err != nil {
+						log.Error(err.Error())
+					}
+				}
+			}
+		case err := <-sup.Fatal():
+			log.Error(fmt.Sprintf("Shutting down: %v", err))
+			code = exitAppLoad
+			break wait
+		}
 	}
 	stop()
 	go func() {
-		// A second signal while draining means "now".
-		if sig, ok := <-sigs; ok {
+		// A second stop signal while draining means "now".
+		if sig, ok := <-waitStop(sigs); ok {
 			log.Warn(fmt.Sprintf("Received %s again; exiting now", signalName(sig)))
 			os.Exit(exitFailure)
 		}
 	}()
 	<-served
-	sup.Stop(cfg.GracefulTimeout)
+	sup.Stop(grace)
 	log.Info("Shutting down: Master")
 	return code
+}
+
+// quickStop is how long in-flight requests get on SIGINT or SIGQUIT.
+const quickStop = time.Second
+
+// waitStop passes on the first stop signal (TERM, INT, QUIT) from sigs, ignoring the others.
+func waitStop(sigs <-chan os.Signal) <-chan os.Signal {
+	out := make(chan os.Signal, 1)
+	go func() {
+		for sig := range sigs {
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT || sig == syscall.SIGQUIT {
+				out <- sig
+				return
+			}
+		}
+	}()
+	return out
 }
 
 func signalName(s os.Signal) string {
@@ -172,36 +232,26 @@ func signalName(s os.Signal) string {
 		return "term"
 	case syscall.SIGINT:
 		return "int"
+	case syscall.SIGQUIT:
+		return "quit"
 	}
 	return s.String()
 }
 
 // checkApp runs one worker in check mode: it loads the app and exits.
-func checkApp(exe string, env []string, errFile *os.File, stdout io.Writer) int {
-	p, err := os.StartProcess(exe, []string{exe, workerArg}, &os.ProcAttr{
-		Env: env, Files: []*os.File{os.Stdin, os.Stdout, errFile},
-	})
-	if err != nil {
-		fmt.Fprintf(errFile, "gowsgi: error: start a worker: %v\n", err)
+func checkApp(exe string, env []string, errLog io.Writer, stdout io.Writer) int {
+	cmd := exec.Command(exe, workerArg)
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, os.Stdout, errLog
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return exitAppLoad
+		}
+		fmt.Fprintf(errLog, "gowsgi: error: run a worker: %v\n", err)
 		return exitFailure
-	}
-	st, err := p.Wait()
-	if err != nil {
-		fmt.Fprintf(errFile, "gowsgi: error: wait for the worker: %v\n", err)
-		return exitFailure
-	}
-	if st.ExitCode() != 0 {
-		return exitAppLoad
 	}
 	fmt.Fprintln(stdout, "Configuration OK")
 	return exitOK
-}
-
-func openLog(name string, dash *os.File) (*os.File, error) {
-	if name == "" || name == "-" {
-		return dash, nil
-	}
-	return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 }
 
 // listen opens every bind; cleanup closes them and removes unix socket files we created.

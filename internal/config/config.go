@@ -48,6 +48,12 @@ type Config struct {
 	LimitRequestLine      int
 	LimitRequestFields    int
 	LimitRequestFieldSize int
+	// MaxRequests recycles a worker after this many requests (0: never); MaxRequestsJitter adds
+	// a random 0..jitter per worker so they do not recycle together.
+	MaxRequests       int
+	MaxRequestsJitter int
+	// MaxWorkerMemoryMB recycles a worker whose resident memory exceeds it (0: never).
+	MaxWorkerMemoryMB int
 	// ScriptName is the SCRIPT_NAME the app is mounted at (from the SCRIPT_NAME environment
 	// variable, as gunicorn does).
 	ScriptName string
@@ -125,7 +131,8 @@ func (c *Config) Validate() error {
 	for _, l := range []struct {
 		name string
 		v    int
-	}{{"--limit-request-line", c.LimitRequestLine}, {"--limit-request-fields", c.LimitRequestFields}, {"--limit-request-field_size", c.LimitRequestFieldSize}} {
+	}{{"--limit-request-line", c.LimitRequestLine}, {"--limit-request-fields", c.LimitRequestFields}, {"--limit-request-field_size", c.LimitRequestFieldSize},
+		{"--max-requests", c.MaxRequests}, {"--max-requests-jitter", c.MaxRequestsJitter}, {"--max-worker-memory", c.MaxWorkerMemoryMB}} {
 		if l.v < 0 {
 			return &Error{l.name, "must not be negative"}
 		}

@@ -93,8 +93,9 @@ func New(cfg Config, sup *supervisor.Supervisor) *Server {
 }
 
 // Serve accepts connections until ctx ends, then drains: it stops accepting, lets in-flight
-// requests finish within grace, and closes what is left.
-func (s *Server) Serve(ctx context.Context, grace time.Duration) {
+// requests finish within grace() (asked when draining starts, so a quick stop can shorten
+// it), and closes what is left.
+func (s *Server) Serve(ctx context.Context, grace func() time.Duration) {
 	for _, l := range s.cfg.Listeners {
 		s.acceptors.Add(1)
 		go s.accept(l)
@@ -115,7 +116,7 @@ func (s *Server) Serve(ctx context.Context, grace time.Duration) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(grace):
+	case <-time.After(grace()):
 		s.log.Warn("Graceful timeout reached; closing the remaining connections and stopping the workers")
 		s.mu.Lock()
 		for c := range s.live {

@@ -104,3 +104,61 @@ func (h *Handler) WithAttrs(as []slog.Attr) slog.Handler {
 
 // WithGroup implements slog.Handler; groups are flattened.
 func (h *Handler) WithGroup(string) slog.Handler { return h }
+
+// File is a log file that can be reopened (SIGUSR1, after logrotate moved it). It is safe for
+// concurrent use; "-" or "" names the fallback stream, which is never reopened.
+type File struct {
+	path     string
+	fallback *os.File
+
+	// mu guards f.
+	mu sync.Mutex
+	f  *os.File
+}
+
+// OpenFile opens path for appending, or uses fallback for "-" and "".
+func OpenFile(path string, fallback *os.File) (*File, error) {
+	lf := &File{path: path, fallback: fallback, f: fallback}
+	if path == "" || path == "-" {
+		return lf, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	lf.f = f
+	return lf, nil
+}
+
+// Write implements io.Writer.
+func (lf *File) Write(p []byte) (int, error) {
+	lf.mu.Lock()
+	defer lf.mu.Unlock()
+	return lf.f.Write(p)
+}
+
+// Reopen opens the file's path anew and switches to it.
+func (lf *File) Reopen() error {
+	if lf.path == "" || lf.path == "-" {
+		return nil
+	}
+	f, err := os.OpenFile(lf.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("reopen %s: %w", lf.path, err)
+	}
+	lf.mu.Lock()
+	old := lf.f
+	lf.f = f
+	lf.mu.Unlock()
+	return old.Close()
+}
+
+// Close closes the file unless it is the fallback stream.
+func (lf *File) Close() error {
+	lf.mu.Lock()
+	defer lf.mu.Unlock()
+	if lf.f == lf.fallback {
+		return nil
+	}
+	return lf.f.Close()
+}

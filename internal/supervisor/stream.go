@@ -60,15 +60,16 @@ func newStream(id uint32, w *workerConn) *Stream {
 // are bounded by the stream's credit.
 func (st *Stream) push(e Event) {
 	st.mu.Lock()
-	if st.ended || st.abandoned {
+	drop := st.ended || st.abandoned
+	if e.Kind == EventEnd || e.Kind == EventFailed || e.Kind == EventRetry {
+		st.ended = true
+	}
+	if drop {
 		st.mu.Unlock()
 		if e.File != nil {
 			e.File.Close()
 		}
 		return
-	}
-	if e.Kind == EventEnd || e.Kind == EventFailed || e.Kind == EventRetry {
-		st.ended = true
 	}
 	st.events = append(st.events, e)
 	st.mu.Unlock()
@@ -108,8 +109,14 @@ func (st *Stream) NextTimeout(d time.Duration) Event {
 }
 
 // Abandon drops every event still to come; the worker's thread is given back when it ends
-// the stream. Use it after answering the client without the worker (a timeout).
+// the stream. Use it after answering the client without the worker (a timeout). If the
+// stream has not ended within the supervisor's StuckGrace, its worker is replaced.
 func (st *Stream) Abandon() {
+	time.AfterFunc(st.w.sup.cfg.StuckGrace, func() {
+		if !st.isEnded() {
+			st.w.sup.replace(st.w, "a timed-out request's thread did not come back")
+		}
+	})
 	st.mu.Lock()
 	st.abandoned = true
 	for _, e := range st.events {
@@ -170,3 +177,15 @@ func (st *Stream) Cancel() {
 
 // Worker returns the pid of the worker process serving the stream.
 func (st *Stream) Worker() int { return st.w.pid }
+
+func (st *Stream) isAbandoned() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.abandoned
+}
+
+func (st *Stream) isEnded() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.ended
+}

@@ -1,39 +1,63 @@
 // Package supervisor runs the lives of the worker processes: it re-executes the gowsgi binary in
 // worker mode, waits for each worker to announce itself, multiplexes request streams over each
-// worker's socket, hands out free Python threads to the front, and respawns a worker that dies.
-// It knows frames, not HTTP.
+// worker's socket, hands out free Python threads to the front, and replaces workers — after a
+// crash, on reload, when they reach their request or memory limit, or when a request is stuck —
+// always starting the new worker before retiring the old one. It knows frames, not HTTP.
 package supervisor
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
+	"math/rand/v2"
 	"os"
-	"os/exec"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"gowsgi/internal/frame"
 )
 
-// Config says how to start workers.
+// Config says how to run workers. Zero durations take the documented defaults.
 type Config struct {
-	Exe     string   // the gowsgi binary
-	Args    []string // arguments that put it in worker mode
-	Env     []string // the workers' full environment
-	Workers int      // how many to keep running
-	Stdout  *os.File // the workers' stdout
-	Stderr  *os.File // the workers' stderr: the error log
+	Exe     string    // the gowsgi binary
+	Args    []string  // arguments that put it in worker mode
+	Env     []string  // the workers' full environment
+	Workers int       // how many to keep running
+	Stdout  io.Writer // the workers' stdout
+	Stderr  io.Writer // the workers' stderr: the error log
 	Logger  *slog.Logger
-	// AppLoadExit is the worker exit code that means "the app cannot be imported": the server
-	// stops instead of respawning.
+	// AppLoadExit is the worker exit code that means "the app cannot be imported": at startup
+	// the server stops instead of respawning; on reload the old workers keep serving.
 	AppLoadExit int
+
+	// GracefulTimeout bounds how long a retired worker may finish its requests (default 30s).
+	GracefulTimeout time.Duration
+	// MaxRequests recycles a worker after this many requests (0: never); MaxRequestsJitter
+	// adds a random 0..jitter to each worker's limit so they do not all recycle at once.
+	MaxRequests, MaxRequestsJitter int
+	// MaxMemory recycles a worker whose resident memory exceeds it, in bytes (0: never).
+	MaxMemory int64
+	// HeartbeatTimeout kills a worker that has sent nothing for this long (default 30s).
+	HeartbeatTimeout time.Duration
+	// StuckGrace is how long a timed-out request's thread may take to come back after its
+	// interrupt before its worker is replaced (default 5s).
+	StuckGrace time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.GracefulTimeout == 0 {
+		c.GracefulTimeout = 30 * time.Second
+	}
+	if c.HeartbeatTimeout == 0 {
+		c.HeartbeatTimeout = 30 * time.Second
+	}
+	if c.StuckGrace == 0 {
+		c.StuckGrace = 5 * time.Second
+	}
+	if c.Workers < 1 {
+		c.Workers = 1
+	}
 }
 
 // ErrAppLoad reports that a worker could not import the application.
@@ -42,51 +66,71 @@ var ErrAppLoad = errors.New("the application could not be loaded")
 // ErrStopped is returned by Open once the supervisor is stopping.
 var ErrStopped = errors.New("supervisor stopped")
 
-// Supervisor keeps Config.Workers workers running. It is safe for concurrent use.
+// Supervisor keeps Config.Workers workers running. Its methods are safe for concurrent use;
+// the worker set itself is owned by one control goroutine that all changes go through.
 type Supervisor struct {
 	cfg Config
 	log *slog.Logger
 
-	// tokens holds one entry per idle Python thread of a live worker; taking one is how a
-	// request waits in the front for a thread.
+	// tokens holds one entry per idle Python thread of a worker taking requests; taking one is
+	// how a request waits in the front for a thread.
 	tokens chan *workerConn
-
-	ctx    context.Context // cancelled by Stop
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // the keep goroutines
-	fatal  chan error     // an app-load failure: the server must stop
-
 	nextID atomic.Uint32
 
-	// mu guards workers: every worker process started and not yet lost.
+	ctrl     chan func()   // work for the control goroutine
+	stopping chan struct{} // closed when Stop or Kill begins
+	stopOnce sync.Once
+	done     chan struct{} // closed when the control goroutine has ended
+	ready    chan struct{} // closed when the first worker is ready
+	fatal    chan error    // an app-load failure at startup
+	procs    sync.WaitGroup
+
+	// mu guards workers: every worker process started and not yet reaped.
 	mu      sync.Mutex
 	workers map[*workerConn]struct{}
+
+	// Owned by the control goroutine.
+	slots     []*slot
+	everReady bool
+	killed    bool
+}
+
+// slot is one position in the worker pool: the worker serving it and, while it is being
+// replaced, its successor.
+type slot struct {
+	cur, next *workerConn
+	backoff   time.Duration
+	wantNext  bool // a successor for cur failed to start: try again after the backoff
 }
 
 // New returns a supervisor; Start launches the workers.
 func New(cfg Config) *Supervisor {
-	ctx, cancel := context.WithCancel(context.Background())
+	cfg.defaults()
 	return &Supervisor{
 		cfg: cfg, log: cfg.Logger, tokens: make(chan *workerConn, 1<<16),
-		ctx: ctx, cancel: cancel, fatal: make(chan error, 1), workers: make(map[*workerConn]struct{}),
+		ctrl: make(chan func(), 64), stopping: make(chan struct{}), done: make(chan struct{}),
+		ready: make(chan struct{}), fatal: make(chan error, 1), workers: make(map[*workerConn]struct{}),
 	}
 }
 
 // Start spawns the workers and waits until the first is ready to take requests, or fails
 // with ErrAppLoad when a worker cannot import the app.
 func (s *Supervisor) Start() error {
-	ready := make(chan struct{}, s.cfg.Workers)
-	for i := 0; i < s.cfg.Workers; i++ {
-		s.wg.Add(1)
-		go s.keep(i, ready)
-	}
+	go s.control()
+	s.do(func() {
+		for i := 0; i < s.cfg.Workers; i++ {
+			sl := &slot{}
+			s.slots = append(s.slots, sl)
+			sl.cur = s.spawn(sl)
+		}
+	})
 	select {
-	case <-ready:
+	case <-s.ready:
 		return nil
 	case err := <-s.fatal:
 		s.Stop(0)
 		return err
-	case <-s.ctx.Done():
+	case <-s.stopping:
 		return ErrStopped
 	}
 }
@@ -94,117 +138,63 @@ func (s *Supervisor) Start() error {
 // Fatal reports an error after which the server cannot go on.
 func (s *Supervisor) Fatal() <-chan error { return s.fatal }
 
-// keep runs worker i, again and again, with capped exponential backoff between quick deaths.
-func (s *Supervisor) keep(i int, ready chan<- struct{}) {
-	defer s.wg.Done()
-	backoff := 100 * time.Millisecond
-	for s.ctx.Err() == nil {
-		started := time.Now()
-		code, wasReady, err := s.runWorker(i, ready)
-		if s.ctx.Err() != nil {
-			return
-		}
-		if code == s.cfg.AppLoadExit && !wasReady {
-			select {
-			case s.fatal <- fmt.Errorf("worker %d: %w", i, ErrAppLoad):
-			default:
-			}
-			return
-		}
-		if err != nil {
-			s.log.Error(fmt.Sprintf("Worker %d failed: %v", i, err))
-		}
-		if time.Since(started) > 30*time.Second {
-			backoff = 100 * time.Millisecond
-		}
-		s.log.Info(fmt.Sprintf("Restarting worker %d in %v", i, backoff))
-		select {
-		case <-time.After(backoff):
-		case <-s.ctx.Done():
-			return
-		}
-		backoff = min(backoff*2, 10*time.Second)
+// do runs fn on the control goroutine, unless it has ended.
+func (s *Supervisor) do(fn func()) {
+	select {
+	case s.ctrl <- fn:
+	case <-s.done:
 	}
 }
 
-// runWorker starts one worker process and serves it until it exits.
-func (s *Supervisor) runWorker(i int, ready chan<- struct{}) (code int, wasReady bool, err error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, false, fmt.Errorf("socketpair: %w", err)
-	}
-	ours := os.NewFile(uintptr(fds[0]), "worker")
-	theirs := os.NewFile(uintptr(fds[1]), "front")
-	fc, err := net.FileConn(ours)
-	ours.Close()
-	if err != nil {
-		theirs.Close()
-		return -1, false, fmt.Errorf("socket to worker: %w", err)
-	}
-	conn := fc.(*net.UnixConn)
-	defer conn.Close()
-
-	cmd := exec.Command(s.cfg.Exe, s.cfg.Args...)
-	cmd.Env = s.cfg.Env
-	cmd.Stdout = s.cfg.Stdout
-	cmd.Stderr = s.cfg.Stderr
-	cmd.ExtraFiles = []*os.File{theirs} // fd 3 in the worker
-	err = cmd.Start()
-	theirs.Close()
-	if err != nil {
-		return -1, false, fmt.Errorf("start worker: %w", err)
-	}
-	s.log.Info(fmt.Sprintf("Booting worker with pid: %d", cmd.Process.Pid))
-
-	w := &workerConn{sup: s, pid: cmd.Process.Pid, conn: conn, out: frame.NewWriter(conn),
-		streams: make(map[uint32]*Stream), proc: cmd.Process}
-	s.mu.Lock()
-	s.workers[w] = struct{}{}
-	stopping := s.ctx.Err() != nil
-	s.mu.Unlock()
-	if stopping {
-		_ = cmd.Process.Kill() // Stop ran while we were spawning; it could not see this one
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = cmd.Wait()
-		close(exited)
-	}()
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		w.readLoop(ready)
-	}()
-	select {
-	case <-exited:
-		conn.Close() // unblocks the reader
-		<-readDone
-	case <-readDone:
-		// The socket broke first; the process is exiting or must be made to.
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill() // it is already lost to us
-			<-exited
+// Reload replaces every worker with a fresh one that imports the app anew (SIGHUP): each new
+// worker takes requests once ready, then its predecessor finishes what it runs and exits.
+func (s *Supervisor) Reload() {
+	s.do(func() {
+		s.log.Info("Reloading: starting new workers")
+		for _, sl := range s.slots {
+			if sl.cur != nil && sl.next == nil {
+				sl.next = s.spawn(sl)
+			}
 		}
-	}
-	w.lost()
-	_ = w.out.Close() // the socket is gone; errors are expected
-	code = cmd.ProcessState.ExitCode()
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		if s.ctx.Err() == nil {
-			return code, w.wasReady.Load(), fmt.Errorf("pid %d killed by signal %v", w.pid, ws.Signal())
+	})
+}
+
+// Add starts one more worker (SIGTTIN).
+func (s *Supervisor) Add() {
+	s.do(func() {
+		sl := &slot{}
+		s.slots = append(s.slots, sl)
+		sl.cur = s.spawn(sl)
+		s.log.Info(fmt.Sprintf("Number of workers: %d", len(s.slots)))
+	})
+}
+
+// Remove retires one worker (SIGTTOU); the last one stays.
+func (s *Supervisor) Remove() {
+	s.do(func() {
+		if len(s.slots) <= 1 {
+			s.log.Info("Number of workers: 1 (the last one stays)")
+			return
 		}
-		return code, w.wasReady.Load(), nil
-	}
-	if s.ctx.Err() == nil && waitErr != nil {
-		return code, w.wasReady.Load(), fmt.Errorf("pid %d exited: %w", w.pid, waitErr)
-	}
-	if s.ctx.Err() == nil {
-		return code, w.wasReady.Load(), fmt.Errorf("pid %d exited with code %d", w.pid, code)
-	}
-	return code, w.wasReady.Load(), nil
+		sl := s.slots[len(s.slots)-1]
+		s.slots = s.slots[:len(s.slots)-1]
+		s.retire(sl.cur, "fewer workers asked for")
+		s.retire(sl.next, "fewer workers asked for")
+		s.log.Info(fmt.Sprintf("Number of workers: %d", len(s.slots)))
+	})
+}
+
+// Replace starts a successor for w and retires w once the successor is ready.
+func (s *Supervisor) replace(w *workerConn, reason string) {
+	s.do(func() {
+		for _, sl := range s.slots {
+			if sl.cur == w && sl.next == nil {
+				s.log.Info(fmt.Sprintf("Replacing worker %d: %s", w.pid, reason))
+				sl.next = s.spawn(sl)
+				return
+			}
+		}
+	})
 }
 
 // Open waits for a free Python thread and returns a new stream on it. Waiting ends with ctx.
@@ -218,196 +208,288 @@ func (s *Supervisor) Open(ctx context.Context) (*Stream, error) {
 			// A token of a worker that died or retired: drop it.
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-s.ctx.Done():
+		case <-s.stopping:
 			return nil, ErrStopped
 		}
 	}
 }
 
-// Stop asks every worker to finish and exit, waits up to grace, then kills what is left.
+// Stop asks every worker to finish and exit, waits up to grace, then kills what is left; it
+// returns when every worker process is gone.
 func (s *Supervisor) Stop(grace time.Duration) {
-	s.cancel()
-	s.mu.Lock()
-	ws := make([]*workerConn, 0, len(s.workers))
-	for w := range s.workers {
-		ws = append(ws, w)
-	}
-	s.mu.Unlock()
-	for _, w := range ws {
-		_ = w.out.Send(frame.AppendHeader(nil, frame.Shutdown, 0, 0, 0)) // a dead worker needs no telling
-	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return
-	case <-time.After(grace + time.Second):
-	}
-	for _, w := range ws {
-		_ = w.proc.Kill() // it ignored shutdown for too long
-	}
-	<-done
+	s.stopOnce.Do(func() { close(s.stopping) })
+	s.do(func() {
+		for _, w := range s.allWorkers() {
+			s.retire(w, "")
+			w.deadline = time.Now().Add(grace)
+		}
+	})
+	s.procs.Wait()
+	s.do(func() {}) // let the control goroutine see the last exits
 }
 
 // Kill stops at once: no new streams, and every worker is killed, failing what it executes.
-// Stop must still be called to wait for the workers' goroutines.
+// Stop must still be called to wait for the processes.
 func (s *Supervisor) Kill() {
-	s.cancel()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for w := range s.workers {
+	s.stopOnce.Do(func() { close(s.stopping) })
+	for _, w := range s.allWorkers() {
 		_ = w.proc.Kill() // an already dead worker needs nothing
 	}
 }
 
-// workerConn is the front's side of one live worker.
-type workerConn struct {
-	sup  *Supervisor
-	pid  int
-	conn *net.UnixConn
-	out  *frame.Writer
-	proc *os.Process
-
-	wasReady atomic.Bool
-
-	// mu guards the fields that follow.
-	mu      sync.Mutex
-	streams map[uint32]*Stream
-	dead    bool
+func (s *Supervisor) allWorkers() []*workerConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ws := make([]*workerConn, 0, len(s.workers))
+	for w := range s.workers {
+		ws = append(ws, w)
+	}
+	return ws
 }
 
-// open starts a stream on w, or returns nil when w no longer takes requests.
-func (w *workerConn) open() *Stream {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.dead {
+func (s *Supervisor) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// control is the goroutine that owns the worker set. Everything that changes it runs here.
+func (s *Supervisor) control() {
+	defer close(s.done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var allGone chan struct{} // closed once stopping and every worker goroutine has ended
+	for {
+		select {
+		case fn := <-s.ctrl:
+			fn()
+		case <-tick.C:
+			s.check()
+		case <-allGone:
+			return
+		}
+		if allGone == nil && s.isStopping() && len(s.allWorkers()) == 0 {
+			allGone = make(chan struct{})
+			go func(c chan struct{}) { s.procs.Wait(); close(c) }(allGone)
+		}
+	}
+}
+
+// spawn starts a worker for sl; it runs on the control goroutine.
+func (s *Supervisor) spawn(sl *slot) *workerConn {
+	if s.isStopping() {
 		return nil
 	}
-	id := w.sup.nextID.Add(1)
-	st := newStream(id, w)
-	w.streams[id] = st
-	return st
-}
-
-// finish forgets a stream whose thread is free again, and gives the thread back.
-func (w *workerConn) finish(id uint32) {
-	w.mu.Lock()
-	_, ok := w.streams[id]
-	delete(w.streams, id)
-	dead := w.dead
-	w.mu.Unlock()
-	if ok && !dead {
-		w.sup.tokens <- w
+	w, err := s.start()
+	if err != nil {
+		s.log.Error(fmt.Sprintf("Cannot start a worker: %v", err))
+		sl.wantNext = sl.cur != nil
+		s.retryLater(sl, nil)
+		return nil
 	}
-}
-
-// lost fails every stream of a worker that is gone.
-func (w *workerConn) lost() {
-	w.mu.Lock()
-	w.dead = true
-	streams := w.streams
-	w.streams = map[uint32]*Stream{}
-	w.mu.Unlock()
-	w.sup.mu.Lock()
-	delete(w.sup.workers, w)
-	w.sup.mu.Unlock()
-	for _, st := range streams {
-		if st.started.Load() {
-			st.push(Event{Kind: EventFailed})
-		} else {
-			st.push(Event{Kind: EventRetry}) // the app never saw it: safe to send elsewhere
-		}
+	w.slot = sl
+	w.maxRequests = s.cfg.MaxRequests
+	if s.cfg.MaxRequests > 0 && s.cfg.MaxRequestsJitter > 0 {
+		w.maxRequests += rand.IntN(s.cfg.MaxRequestsJitter + 1)
 	}
+	return w
 }
 
-func (w *workerConn) stream(id uint32) *Stream {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.streams[id]
-}
-
-// readLoop turns the worker's frames into stream events until the socket closes.
-func (w *workerConn) readLoop(ready chan<- struct{}) {
-	fr := frame.NewFDReader(w.conn)
-	defer fr.CloseFDs()
-	r := frame.NewReader(bufio.NewReaderSize(fr, 256<<10))
-	log := w.sup.log
-	for {
-		f, err := r.Next()
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				log.Error(fmt.Sprintf("Worker %d: read: %v", w.pid, err))
-			}
-			return
-		}
-		switch f.Kind {
-		case frame.Ready:
-			info, err := frame.ParseReady(f.Payload)
-			if err != nil || info.Version != frame.Version {
-				log.Error(fmt.Sprintf("Worker %d speaks protocol %d, want %d", w.pid, info.Version, frame.Version))
+// retryLater spawns a worker for sl after its backoff, which doubles up to 10s.
+func (s *Supervisor) retryLater(sl *slot, failed *workerConn) {
+	if failed != nil && failed.readyAt.Load() != 0 && time.Since(time.Unix(0, failed.readyAt.Load())) > 30*time.Second {
+		sl.backoff = 0 // it ran well for a while: this is not a crash loop
+	}
+	sl.backoff = min(max(sl.backoff*2, 100*time.Millisecond), 10*time.Second)
+	d := sl.backoff
+	s.log.Info(fmt.Sprintf("Starting a new worker in %v", d))
+	time.AfterFunc(d, func() {
+		s.do(func() {
+			if !s.hasSlot(sl) {
 				return
 			}
-			w.wasReady.Store(true)
-			log.Info(fmt.Sprintf("Worker %d ready with %d threads", w.pid, info.Threads))
-			for i := 0; i < int(info.Threads); i++ {
-				w.sup.tokens <- w
+			if sl.cur == nil {
+				sl.cur = s.spawn(sl)
+			} else if sl.next == nil && sl.wantNext {
+				sl.wantNext = false
+				sl.next = s.spawn(sl)
 			}
+		})
+	})
+}
+
+func (s *Supervisor) hasSlot(sl *slot) bool {
+	for _, x := range s.slots {
+		if x == sl {
+			return true
+		}
+	}
+	return false
+}
+
+// onReady runs on the control goroutine when w announced itself.
+func (s *Supervisor) onReady(w *workerConn, threads int) {
+	if w.retiring {
+		return
+	}
+	sl := w.slot
+	if sl == nil || (sl.next != w && sl.cur != w) {
+		s.retire(w, "no longer needed")
+		return
+	}
+	s.log.Info(fmt.Sprintf("Worker %d ready with %d threads", w.pid, threads))
+	sl.backoff = 0
+	s.addTokens(w, threads)
+	if sl.next == w {
+		old := sl.cur
+		sl.cur, sl.next = w, nil
+		s.retire(old, fmt.Sprintf("replaced by worker %d", w.pid))
+	}
+	if !s.everReady {
+		s.everReady = true
+		close(s.ready)
+	}
+}
+
+// addTokens makes w's threads available, purging stale tokens of gone workers when the
+// channel fills up.
+func (s *Supervisor) addTokens(w *workerConn, n int) {
+	if len(s.tokens)+n > cap(s.tokens)/2 {
+		var keep []*workerConn
+	drain:
+		for {
 			select {
-			case ready <- struct{}{}:
+			case t := <-s.tokens:
+				if t.accepting() {
+					keep = append(keep, t)
+				}
 			default:
+				break drain
 			}
-		case frame.Head:
-			p := append([]byte(nil), f.Payload...)
-			e := Event{Kind: EventHead}
-			if err := frame.ParseHeadFrame(p, &e.Head); err != nil {
-				log.Error(fmt.Sprintf("Worker %d: %v", w.pid, err))
-				return
-			}
-			if st := w.stream(f.Stream); st != nil {
-				st.push(e)
-			}
-		case frame.Data:
-			if st := w.stream(f.Stream); st != nil {
-				st.push(Event{Kind: EventData, Data: append([]byte(nil), f.Payload...)})
-			}
-		case frame.File:
-			off, n, err := frame.ParseFileFrame(f.Payload)
-			fd := fr.TakeFD()
-			if err != nil || fd < 0 {
-				log.Error(fmt.Sprintf("Worker %d: file frame without a descriptor", w.pid))
-				return
-			}
-			file := os.NewFile(uintptr(fd), "wsgi.file_wrapper")
-			if st := w.stream(f.Stream); st != nil {
-				st.push(Event{Kind: EventFile, File: file, Offset: off, Length: n})
-			} else {
-				file.Close()
-			}
-		case frame.WantBody:
-			n, err := f.U32()
-			if err != nil {
-				log.Error(fmt.Sprintf("Worker %d: %v", w.pid, err))
-				return
-			}
-			if st := w.stream(f.Stream); st != nil {
-				st.push(Event{Kind: EventWantBody, N: int(n)})
-			}
-		case frame.End:
-			if st := w.stream(f.Stream); st != nil {
-				st.push(Event{Kind: EventEnd, Abort: f.Flags&frame.FlagAbort != 0})
-			}
-			w.finish(f.Stream)
-		case frame.Started:
-			if st := w.stream(f.Stream); st != nil {
-				st.started.Store(true)
-			}
-		case frame.Heartbeat:
-		default:
-			log.Error(fmt.Sprintf("Worker %d sent an unexpected %v frame", w.pid, f.Kind))
-			return
+		}
+		for _, t := range keep {
+			s.tokens <- t
 		}
 	}
+	for i := 0; i < n; i++ {
+		s.tokens <- w
+	}
+}
+
+// onExit runs on the control goroutine when w's process has been reaped.
+func (s *Supervisor) onExit(w *workerConn, code int, why string) {
+	sl := w.slot
+	if w.retiring || s.isStopping() {
+		s.log.Info(fmt.Sprintf("Worker %d exited", w.pid))
+		return
+	}
+	wasReady := w.readyAt.Load() != 0
+	if code == s.cfg.AppLoadExit && !wasReady && !s.everReady {
+		select {
+		case s.fatal <- fmt.Errorf("worker %d: %w", w.pid, ErrAppLoad):
+		default:
+		}
+		return
+	}
+	if code == s.cfg.AppLoadExit && !wasReady {
+		s.log.Error(fmt.Sprintf("Worker %d could not load the application; the running workers keep serving", w.pid))
+	} else {
+		s.log.Error(fmt.Sprintf("Worker %d died: %s", w.pid, why))
+	}
+	if sl == nil || !s.hasSlot(sl) {
+		return
+	}
+	switch w {
+	case sl.cur:
+		sl.cur = nil
+		if sl.next != nil {
+			return // its successor is booting and takes over when ready
+		}
+		s.retryLater(sl, w)
+	case sl.next:
+		sl.next = nil
+		if code == s.cfg.AppLoadExit && !wasReady {
+			return // a reload with broken code: keep the old worker
+		}
+		sl.wantNext = true
+		s.retryLater(sl, w)
+	}
+}
+
+// retire stops giving w requests and asks it to finish what it runs and exit.
+func (s *Supervisor) retire(w *workerConn, reason string) {
+	if w == nil || w.retiring {
+		return
+	}
+	w.retiring = true
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.deadline = time.Now().Add(s.cfg.GracefulTimeout)
+	if reason != "" {
+		s.log.Info(fmt.Sprintf("Retiring worker %d: %s", w.pid, reason))
+	}
+	w.shutdown()
+}
+
+// check runs every second on the control goroutine: retired workers past their deadline, or
+// left only with stuck requests, are killed; silent workers are killed; limits recycle.
+func (s *Supervisor) check() {
+	now := time.Now()
+	for _, w := range s.allWorkers() {
+		switch {
+		case w.retiring:
+			if now.After(w.deadline) {
+				s.log.Warn(fmt.Sprintf("Worker %d did not finish in time; killing it", w.pid))
+				_ = w.proc.Kill()
+			} else if w.onlyStuck() {
+				if w.stuckSince.IsZero() {
+					w.stuckSince = now
+				} else if now.Sub(w.stuckSince) >= time.Second {
+					s.log.Warn(fmt.Sprintf("Worker %d has only stuck requests left; killing it", w.pid))
+					_ = w.proc.Kill()
+				}
+			}
+		case w.readyAt.Load() != 0:
+			if last := time.Unix(0, w.lastSeen.Load()); now.Sub(last) > s.cfg.HeartbeatTimeout {
+				s.log.Error(fmt.Sprintf("Worker %d sent no heartbeat for %v; killing it", w.pid, now.Sub(last).Round(time.Second)))
+				_ = w.proc.Kill()
+				continue
+			}
+			if s.cfg.MaxMemory > 0 {
+				if rss, err := processRSS(w.pid); err == nil && rss > s.cfg.MaxMemory {
+					s.replaceLocked(w, fmt.Sprintf("resident memory %d MiB exceeds --max-worker-memory %d MiB", rss>>20, s.cfg.MaxMemory>>20))
+				}
+			}
+			if w.maxRequests > 0 && w.requests.Load() >= int64(w.maxRequests) {
+				s.replaceLocked(w, fmt.Sprintf("served %d requests (--max-requests)", w.requests.Load()))
+			}
+		}
+	}
+}
+
+// replaceLocked is replace on the control goroutine.
+func (s *Supervisor) replaceLocked(w *workerConn, reason string) {
+	sl := w.slot
+	if sl == nil || sl.cur != w || sl.next != nil || s.isStopping() {
+		return
+	}
+	s.log.Info(fmt.Sprintf("Replacing worker %d: %s", w.pid, reason))
+	sl.next = s.spawn(sl)
+}
+
+// processRSS returns the resident set size of pid in bytes.
+func processRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
+	if err != nil {
+		return 0, err
+	}
+	var size, rss int64
+	if _, err := fmt.Sscan(string(b), &size, &rss); err != nil {
+		return 0, fmt.Errorf("parse /proc/%d/statm: %w", pid, err)
+	}
+	return rss * int64(os.Getpagesize()), nil
 }

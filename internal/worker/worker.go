@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
 	"gowsgi/internal/frame"
 	"gowsgi/internal/pybridge"
@@ -81,6 +82,7 @@ func Run(opts Options) int {
 		tasks:      make(map[uint32]*task),
 		queue:      make(chan *task, 4096),
 		interrupts: make(chan *task, 1024),
+		end:        make(chan bool, 1),
 	}
 	go w.interrupter()
 	if err := w.startThreads(opts.Threads); err != nil {
@@ -95,7 +97,13 @@ func Run(opts Options) int {
 		return ExitFailure
 	}
 
-	graceful := w.readLoop()
+	go w.readLoop() // ends when the connection closes, below or by the front
+	hbDone := make(chan struct{})
+	hbStopped := make(chan struct{})
+	go w.heartbeat(hbDone, hbStopped)
+	graceful := <-w.end
+	close(hbDone)
+	<-hbStopped
 	if !graceful {
 		// The front is gone: nobody will read our answers, and Python threads may be stuck.
 		return ExitOK
@@ -104,8 +112,33 @@ func Run(opts Options) int {
 	w.threads.Wait()
 	w.stopCompanions()
 	_ = w.out.Close() // the front may already be gone; nothing left to tell it
+	w.conn.Close()
 	pybridge.Finalize()
 	return ExitOK
+}
+
+// HeartbeatInterval is how often a worker tells the front it is alive. The heartbeat runs in
+// Go, not Python, so it says the process lives; stuck Python threads are found by timeouts.
+const HeartbeatInterval = time.Second
+
+func (w *worker) heartbeat(done <-chan struct{}, stopped chan<- struct{}) {
+	defer close(stopped)
+	t := time.NewTicker(HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			_ = w.out.Send(frame.AppendHeader(nil, frame.Heartbeat, 0, 0, 0)) // a dead front ends the reader
+		}
+	}
+}
+
+// stop ends the worker's serving once: graceful after a drained Shutdown, or not when the
+// front is gone.
+func (w *worker) stop(graceful bool) {
+	w.endOnce.Do(func() { w.end <- graceful })
 }
 
 // worker is the state of a worker process.
@@ -114,9 +147,13 @@ type worker struct {
 	conn *net.UnixConn
 	out  *frame.Writer
 
-	// mu guards tasks.
-	mu    sync.Mutex
-	tasks map[uint32]*task
+	// mu guards the fields that follow.
+	mu       sync.Mutex
+	tasks    map[uint32]*task
+	draining bool // Shutdown arrived: exit once tasks is empty
+
+	end     chan bool // receives once: true to drain and exit, false when the front is gone
+	endOnce sync.Once
 
 	queue      chan *task     // requests waiting for a free Python thread
 	interrupts chan *task     // timed-out requests for the interrupter
@@ -124,24 +161,26 @@ type worker struct {
 	slots      []*slot
 }
 
-// readLoop dispatches frames from the front until Shutdown (true) or until the front goes away
-// (false).
-func (w *worker) readLoop() bool {
+// readLoop dispatches frames from the front until the connection ends. After Shutdown it keeps
+// serving the streams in flight (their body, credit and cancel frames) until they are done.
+func (w *worker) readLoop() {
 	r := frame.NewReader(bufio.NewReaderSize(w.conn, 256<<10))
 	for {
 		f, err := r.Next()
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				w.log.Error("worker: read from front", "err", err)
 			}
-			return false
+			w.stop(false)
+			return
 		}
 		switch f.Kind {
 		case frame.Request:
 			env, body, err := frame.ParseRequest(f.Payload)
 			if err != nil {
 				w.log.Error("worker: bad request frame", "err", err)
-				return false
+				w.stop(false)
+				return
 			}
 			t := newTask(f.Stream, env, body, f.Flags&frame.FlagEnd != 0)
 			w.mu.Lock()
@@ -156,7 +195,8 @@ func (w *worker) readLoop() bool {
 			n, err := f.U32()
 			if err != nil {
 				w.log.Error("worker: bad credit frame", "err", err)
-				return false
+				w.stop(false)
+				return
 			}
 			if t := w.task(f.Stream); t != nil {
 				t.addCredit(int64(n))
@@ -174,10 +214,17 @@ func (w *worker) readLoop() bool {
 				}
 			}
 		case frame.Shutdown:
-			return true
+			w.mu.Lock()
+			w.draining = true
+			idle := len(w.tasks) == 0
+			w.mu.Unlock()
+			if idle {
+				w.stop(true)
+			}
 		default:
 			w.log.Error("worker: unexpected frame from front", "kind", f.Kind)
-			return false
+			w.stop(false)
+			return
 		}
 	}
 }
@@ -191,7 +238,11 @@ func (w *worker) task(id uint32) *task {
 func (w *worker) forget(id uint32) {
 	w.mu.Lock()
 	delete(w.tasks, id)
+	drained := w.draining && len(w.tasks) == 0
 	w.mu.Unlock()
+	if drained {
+		w.stop(true)
+	}
 }
 
 // startThreads starts n Python threads and waits until each has its thread state.

@@ -1,0 +1,287 @@
+package supervisor
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"gowsgi/internal/frame"
+)
+
+// workerConn is the front's side of one worker process.
+type workerConn struct {
+	sup  *Supervisor
+	pid  int
+	conn *net.UnixConn
+	out  *frame.Writer
+	proc *os.Process
+
+	readyAt  atomic.Int64 // unix nanoseconds of READY; 0 while booting
+	lastSeen atomic.Int64 // unix nanoseconds of the last frame received
+	requests atomic.Int64 // streams finished
+
+	// Owned by the control goroutine.
+	slot        *slot
+	retiring    bool
+	deadline    time.Time // a retiring worker is killed past it
+	stuckSince  time.Time // when a retiring worker was first seen with only stuck requests
+	maxRequests int
+
+	// mu guards the fields that follow.
+	mu      sync.Mutex
+	streams map[uint32]*Stream
+	closed  bool // takes no new streams (retired or lost)
+	dead    bool // the process is gone
+}
+
+// start launches a worker process; it runs on the control goroutine.
+func (s *Supervisor) start() (*workerConn, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "worker")
+	theirs := os.NewFile(uintptr(fds[1]), "front")
+	fc, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		theirs.Close()
+		return nil, fmt.Errorf("socket to worker: %w", err)
+	}
+	conn := fc.(*net.UnixConn)
+
+	cmd := exec.Command(s.cfg.Exe, s.cfg.Args...)
+	cmd.Env = s.cfg.Env
+	cmd.Stdout = s.cfg.Stdout
+	cmd.Stderr = s.cfg.Stderr
+	cmd.WaitDelay = 5 * time.Second     // a grandchild holding the log pipe must not hold us up
+	cmd.ExtraFiles = []*os.File{theirs} // fd 3 in the worker
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	s.log.Info(fmt.Sprintf("Booting worker with pid: %d", cmd.Process.Pid))
+	w := &workerConn{sup: s, pid: cmd.Process.Pid, conn: conn, out: frame.NewWriter(conn),
+		streams: make(map[uint32]*Stream), proc: cmd.Process}
+	w.lastSeen.Store(time.Now().UnixNano())
+	s.mu.Lock()
+	s.workers[w] = struct{}{}
+	s.mu.Unlock()
+
+	s.procs.Add(1)
+	go func() {
+		defer s.procs.Done()
+		w.serve(cmd)
+	}()
+	return w, nil
+}
+
+// serve reads the worker's frames and reaps its process; it reports the exit to the control
+// goroutine.
+func (w *workerConn) serve(cmd *exec.Cmd) {
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait() // the exit status is read from ProcessState below
+		close(exited)
+	}()
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		w.readLoop()
+	}()
+	select {
+	case <-exited:
+		w.conn.Close() // unblocks the reader
+		<-readDone
+	case <-readDone:
+		// The socket broke first; the process is exiting or must be made to.
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill() // it is already lost to us
+			<-exited
+		}
+	}
+	w.lost()
+	_ = w.out.Close() // the socket is gone; errors are expected
+	w.conn.Close()
+	code := cmd.ProcessState.ExitCode()
+	why := fmt.Sprintf("exit code %d", code)
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		why = fmt.Sprintf("killed by signal %v", ws.Signal())
+	}
+	s := w.sup
+	s.mu.Lock()
+	delete(s.workers, w)
+	s.mu.Unlock()
+	s.do(func() { s.onExit(w, code, why) })
+}
+
+// accepting reports whether w takes new streams.
+func (w *workerConn) accepting() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.closed && !w.dead
+}
+
+// open starts a stream on w, or returns nil when w no longer takes requests.
+func (w *workerConn) open() *Stream {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.dead {
+		return nil
+	}
+	id := w.sup.nextID.Add(1)
+	st := newStream(id, w)
+	w.streams[id] = st
+	return st
+}
+
+// finish forgets a stream whose thread is free again, and gives the thread back.
+func (w *workerConn) finish(id uint32) {
+	w.mu.Lock()
+	_, ok := w.streams[id]
+	delete(w.streams, id)
+	give := ok && !w.closed && !w.dead
+	w.mu.Unlock()
+	if !ok {
+		return
+	}
+	n := w.requests.Add(1)
+	if w.maxRequests > 0 && n == int64(w.maxRequests) {
+		w.sup.replace(w, fmt.Sprintf("served %d requests (--max-requests)", n))
+	}
+	if give {
+		w.sup.tokens <- w
+	}
+}
+
+// onlyStuck reports whether every stream left on w was abandoned after a timeout.
+func (w *workerConn) onlyStuck() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.streams) == 0 {
+		return false
+	}
+	for _, st := range w.streams {
+		if !st.isAbandoned() {
+			return false
+		}
+	}
+	return true
+}
+
+// shutdown asks the worker to finish its streams and exit.
+func (w *workerConn) shutdown() {
+	_ = w.out.Send(frame.AppendHeader(nil, frame.Shutdown, 0, 0, 0)) // a dead worker needs no telling
+}
+
+// lost fails every stream of a worker that is gone.
+func (w *workerConn) lost() {
+	w.mu.Lock()
+	w.dead = true
+	streams := w.streams
+	w.streams = map[uint32]*Stream{}
+	w.mu.Unlock()
+	for _, st := range streams {
+		if st.started.Load() {
+			st.push(Event{Kind: EventFailed})
+		} else {
+			st.push(Event{Kind: EventRetry}) // the app never saw it: safe to send elsewhere
+		}
+	}
+}
+
+func (w *workerConn) stream(id uint32) *Stream {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.streams[id]
+}
+
+// readLoop turns the worker's frames into stream events until the socket closes.
+func (w *workerConn) readLoop() {
+	fr := frame.NewFDReader(w.conn)
+	defer fr.CloseFDs()
+	r := frame.NewReader(bufio.NewReaderSize(fr, 256<<10))
+	log := w.sup.log
+	for {
+		f, err := r.Next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				log.Error(fmt.Sprintf("Worker %d: read: %v", w.pid, err))
+			}
+			return
+		}
+		w.lastSeen.Store(time.Now().UnixNano())
+		switch f.Kind {
+		case frame.Ready:
+			info, err := frame.ParseReady(f.Payload)
+			if err != nil || info.Version != frame.Version {
+				log.Error(fmt.Sprintf("Worker %d speaks protocol %d, want %d", w.pid, info.Version, frame.Version))
+				return
+			}
+			w.readyAt.Store(time.Now().UnixNano())
+			threads := int(info.Threads)
+			w.sup.do(func() { w.sup.onReady(w, threads) })
+		case frame.Started:
+			if st := w.stream(f.Stream); st != nil {
+				st.started.Store(true)
+			}
+		case frame.Head:
+			p := append([]byte(nil), f.Payload...)
+			e := Event{Kind: EventHead}
+			if err := frame.ParseHeadFrame(p, &e.Head); err != nil {
+				log.Error(fmt.Sprintf("Worker %d: %v", w.pid, err))
+				return
+			}
+			if st := w.stream(f.Stream); st != nil {
+				st.push(e)
+			}
+		case frame.Data:
+			if st := w.stream(f.Stream); st != nil {
+				st.push(Event{Kind: EventData, Data: append([]byte(nil), f.Payload...)})
+			}
+		case frame.File:
+			off, n, err := frame.ParseFileFrame(f.Payload)
+			fd := fr.TakeFD()
+			if err != nil || fd < 0 {
+				log.Error(fmt.Sprintf("Worker %d: file frame without a descriptor", w.pid))
+				return
+			}
+			file := os.NewFile(uintptr(fd), "wsgi.file_wrapper")
+			if st := w.stream(f.Stream); st != nil {
+				st.push(Event{Kind: EventFile, File: file, Offset: off, Length: n})
+			} else {
+				file.Close()
+			}
+		case frame.WantBody:
+			n, err := f.U32()
+			if err != nil {
+				log.Error(fmt.Sprintf("Worker %d: %v", w.pid, err))
+				return
+			}
+			if st := w.stream(f.Stream); st != nil {
+				st.push(Event{Kind: EventWantBody, N: int(n)})
+			}
+		case frame.End:
+			if st := w.stream(f.Stream); st != nil {
+				st.push(Event{Kind: EventEnd, Abort: f.Flags&frame.FlagAbort != 0})
+			}
+			w.finish(f.Stream)
+		case frame.Heartbeat:
+		default:
+			log.Error(fmt.Sprintf("Worker %d sent an unexpected %v frame", w.pid, f.Kind))
+			return
+		}
+	}
+}
