@@ -36,12 +36,32 @@ type conn struct {
 type flushingReader struct{ c *conn }
 
 func (r flushingReader) Read(p []byte) (int, error) {
-	if r.c.bw.Buffered() > 0 {
-		if err := r.c.bw.Flush(); err != nil {
-			return 0, err
-		}
+	if err := r.c.releaseWriter(); err != nil {
+		return 0, err
 	}
 	return r.c.nc.Read(p)
+}
+
+// out returns the connection's response buffer, taking one from the server's pool when the
+// connection has none: an idle connection holds no write buffer.
+func (c *conn) out() *bufio.Writer {
+	if c.bw == nil {
+		c.bw = c.s.writers.Get().(*bufio.Writer)
+		c.bw.Reset(deadlineWriter{c.nc, c.s.cfg.WriteTimeout})
+	}
+	return c.bw
+}
+
+// releaseWriter flushes the response buffer and gives it back to the pool.
+func (c *conn) releaseWriter() error {
+	if c.bw == nil {
+		return nil
+	}
+	err := c.bw.Flush()
+	c.bw.Reset(nil)
+	c.s.writers.Put(c.bw)
+	c.bw = nil
+	return err
 }
 
 // deadlineWriter sets a write deadline before each write to the client.
@@ -57,8 +77,9 @@ func (w deadlineWriter) Write(p []byte) (int, error) {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{s: s, nc: nc}
-	c.br = bufio.NewReaderSize(flushingReader{c}, 16<<10)
-	c.bw = bufio.NewWriterSize(deadlineWriter{nc, s.cfg.WriteTimeout}, 16<<10)
+	// 4 KiB holds a typical request head; http1 copes with larger ones. Small matters here:
+	// every idle keep-alive connection keeps its read buffer.
+	c.br = bufio.NewReaderSize(flushingReader{c}, 4<<10)
 	c.ci = connInfo(nc)
 	return c
 }
@@ -81,6 +102,7 @@ func connInfo(nc net.Conn) wsgi.ConnInfo {
 func (c *conn) serve() {
 	defer c.s.forget(c)
 	defer c.nc.Close()
+	defer c.releaseWriter() // nothing is left to say on a connection we end
 	for {
 		c.idle.Store(true)
 		if c.s.isDraining() {
@@ -224,9 +246,9 @@ func (c *conn) writeError(code int, reason string) {
 	if reason != "" && code < 500 {
 		msg = text + ": " + reason + "\n"
 	}
-	fmt.Fprintf(c.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+	fmt.Fprintf(c.out(), "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
 		code, text, len(msg), msg)
-	_ = c.bw.Flush() // the connection closes next either way
+	_ = c.out().Flush() // the connection closes next either way
 }
 
 func statusText(code int) string {
@@ -352,7 +374,7 @@ func (r *response) cancel() {
 }
 
 func (r *response) flush() {
-	if err := r.c.bw.Flush(); err != nil {
+	if err := r.c.out().Flush(); err != nil {
 		r.clientErr = true
 		r.cancel()
 	}
@@ -362,7 +384,7 @@ func (r *response) flush() {
 func (r *response) feedBody(n int) {
 	if r.req.Expect100 && !r.sent100 && !r.headSent && !r.body.done {
 		r.sent100 = true
-		if _, err := r.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err == nil {
+		if _, err := r.c.out().WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err == nil {
 			r.flush()
 		}
 	}
@@ -392,7 +414,7 @@ func (r *response) writeHead(h *frame.ResponseHead) {
 	}
 	r.headSent = true
 	r.code = h.Code
-	bw := r.c.bw
+	bw := r.c.out()
 	r.noBody = r.req.Method == "HEAD" || h.Code < 200 || h.Code == 204 || h.Code == 304
 	r.remaining = -1
 	bw.WriteString("HTTP/1.1 ")
@@ -463,7 +485,7 @@ func (r *response) writeData(p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	bw := r.c.bw
+	bw := r.c.out()
 	var err error
 	if r.chunked {
 		bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
@@ -536,7 +558,7 @@ func (r *response) finish(abort bool) bool {
 		return false
 	}
 	if r.chunked {
-		r.c.bw.WriteString("0\r\n\r\n")
+		r.c.out().WriteString("0\r\n\r\n")
 	}
 	if r.remaining > 0 && !r.noBody {
 		// Shorter than its Content-Length: the client must see the connection end.

@@ -5,6 +5,7 @@
 package front
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -72,6 +73,8 @@ type Server struct {
 	log    *slog.Logger
 	access *accessLog
 	date   atomic.Pointer[cachedDate]
+	// writers pools the connections' response buffers (*bufio.Writer, 16 KiB).
+	writers sync.Pool
 
 	acceptors sync.WaitGroup // one goroutine per listener
 	conns     sync.WaitGroup // one goroutine per connection
@@ -86,6 +89,7 @@ type Server struct {
 func New(cfg Config, sup *supervisor.Supervisor) *Server {
 	cfg.defaults()
 	s := &Server{cfg: cfg, sup: sup, log: cfg.Logger, live: make(map[*conn]struct{})}
+	s.writers.New = func() any { return bufio.NewWriterSize(nil, 16<<10) }
 	if cfg.AccessLog != nil {
 		s.access = newAccessLog(cfg.AccessLog)
 	}

@@ -409,6 +409,10 @@ func (s *Server) stop() {
 func StartCmd(t testing.TB, timeout time.Duration, args ...string) (exitCode int, output string) {
 	t.Helper()
 	bin := BuildBinary(t)
+	if _, ok := hasBind(args); !ok && !hasFlag(args, "--check-config", "--version", "-v", "--help", "-h") {
+		// Never the default 127.0.0.1:8000: parallel tests (and a developer's server) use it.
+		args = append([]string{"-b", "127.0.0.1:0"}, args...)
+	}
 	var out Buffer
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = RepoRoot(t)
@@ -465,4 +469,16 @@ func listeningAt(log string) string {
 	}
 	addr, _, _ := strings.Cut(rest, " ")
 	return addr
+}
+
+// hasFlag reports whether args contain any of names.
+func hasFlag(args []string, names ...string) bool {
+	for _, a := range args {
+		for _, n := range names {
+			if a == n {
+				return true
+			}
+		}
+	}
+	return false
 }

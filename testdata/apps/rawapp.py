@@ -476,7 +476,49 @@ def osenv(environ, start_response):
     return _respond(start_response, os.environ[name])
 
 
+# --- operational failures (timeouts, crashes, leaks) ----------------------------
+
+def spin(environ, start_response):
+    """A Python loop: the interrupt lands between bytecodes."""
+    deadline = time.time() + float(_query(environ).get("s", "60"))
+    while time.time() < deadline:
+        pass
+    return _respond(start_response, "spun")
+
+
+def regex(environ, start_response):
+    """Catastrophic backtracking in C: holds the GIL, freezing every thread of the worker."""
+    import re
+    n = int(_query(environ).get("n", "40"))
+    re.match(r"(a*)*b", "a" * n)
+    return _respond(start_response, "matched")
+
+
+def segfault(environ, start_response):
+    import ctypes
+    ctypes.string_at(0)
+    return _respond(start_response, "unreachable")
+
+
+_leak = []
+
+
+def leak(environ, start_response):
+    """Keeps mb MiB per request forever: a leaking app for --max-worker-memory."""
+    _leak.append(b"x" * (int(_query(environ).get("mb", "4")) << 20))  # touched, so resident
+    return _respond(start_response, "leaked %d\n" % len(_leak))
+
+
+def pid(environ, start_response):
+    return _respond(start_response, str(os.getpid()))
+
+
 ROUTES = {
+    "/spin": spin,
+    "/regex": regex,
+    "/segfault": segfault,
+    "/leak": leak,
+    "/pid": pid,
     "/environ": environ_route,
     "/echo": echo,
     "/read_n": read_n,
