@@ -389,3 +389,28 @@ func TestImportErrorNoLoop(t *testing.T) {
 		t.Errorf("the server tried to respawn a worker that cannot import the app:\n%s", out)
 	}
 }
+
+// TestSilentWorkerKilled: a worker that stops sending heartbeats (here: stopped with SIGSTOP)
+// is killed and replaced; requests go on being served.
+func TestSilentWorkerKilled(t *testing.T) {
+	s := startRaw(t, "-w", "1", "--timeout", "3")
+	workers := workerPids(t, s)
+	if len(workers) != 1 {
+		t.Fatalf("workers %v, want 1", workers)
+	}
+	syscall.Kill(workers[0], syscall.SIGSTOP)
+	defer syscall.Kill(workers[0], syscall.SIGCONT)
+	if !eventually(15*time.Second, func() bool { return strings.Contains(s.Stderr(), "sent no heartbeat") }) {
+		t.Fatalf("the stopped worker was not noticed:\n%s", s.Stderr())
+	}
+	if !eventually(15*time.Second, func() bool {
+		resp, err := client.Get(s.URL + "/status?code=200")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}) {
+		t.Fatal("no worker serves after the silent one was killed")
+	}
+}

@@ -109,6 +109,7 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 		Stdout: os.Stdout, Stderr: errFile, Logger: log, AppLoadExit: worker.ExitAppLoad,
 		GracefulTimeout: cfg.GracefulTimeout, MaxRequests: cfg.MaxRequests,
 		MaxRequestsJitter: cfg.MaxRequestsJitter, MaxMemory: int64(cfg.MaxWorkerMemoryMB) << 20,
+		HeartbeatTimeout: heartbeatTimeout(cfg.Timeout),
 	})
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -207,6 +208,15 @@ wait:
 	sup.Stop(grace)
 	log.Info("Shutting down: Master")
 	return code
+}
+
+// heartbeatTimeout is how long a worker may send nothing before it is killed: gunicorn's
+// --timeout meaning ("a worker silent for N seconds"), at least a few heartbeats long.
+func heartbeatTimeout(timeout time.Duration) time.Duration {
+	if timeout <= 0 {
+		return 0 // the supervisor's default
+	}
+	return max(timeout, 3*time.Second)
 }
 
 // quickStop is how long in-flight requests get on SIGINT or SIGQUIT.
