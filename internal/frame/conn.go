@@ -25,13 +25,14 @@ type Writer struct {
 	err     error // first write error; every later send returns it
 	closed  bool
 
-	wake chan struct{}
+	wake chan struct{} // a send is pending; never closed, so late senders cannot panic
+	quit chan struct{} // closed by Close
 	done chan struct{}
 }
 
 // NewWriter returns a Writer over conn and starts its flusher; Close stops it.
 func NewWriter(conn *net.UnixConn) *Writer {
-	w := &Writer{conn: conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &Writer{conn: conn, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	go w.flushLoop()
 	return w
 }
@@ -41,42 +42,37 @@ var ErrClosed = errors.New("frame writer closed")
 
 // Send appends already-encoded frames and wakes the flusher.
 func (w *Writer) Send(frames []byte) error {
-	w.mu.Lock()
-	if w.err != nil || w.closed {
-		err := w.err
-		if err == nil {
-			err = ErrClosed
-		}
-		w.mu.Unlock()
+	return w.SendFunc(func(dst []byte) []byte { return append(dst, frames...) })
+}
+
+// SendFunc lets fn append frames directly into the pending buffer, saving a copy, and wakes
+// the flusher.
+func (w *Writer) SendFunc(fn func(dst []byte) []byte) error {
+	if err := w.appendFrames(fn); err != nil {
 		return err
 	}
-	w.pending = append(w.pending, frames...)
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.wakeFlusher()
 	return nil
 }
 
-// SendFunc lets fn append frames directly into the pending buffer, saving a copy.
-func (w *Writer) SendFunc(fn func(dst []byte) []byte) error {
+func (w *Writer) appendFrames(fn func(dst []byte) []byte) error {
 	w.mu.Lock()
-	if w.err != nil || w.closed {
-		err := w.err
-		if err == nil {
-			err = ErrClosed
-		}
-		w.mu.Unlock()
-		return err
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if w.closed {
+		return ErrClosed
 	}
 	w.pending = fn(w.pending)
-	w.mu.Unlock()
+	return nil
+}
+
+func (w *Writer) wakeFlusher() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // SendFD writes frames at once, after everything sent before, with fd attached as SCM_RIGHTS.
@@ -133,7 +129,15 @@ func (w *Writer) flushLocked() error {
 
 func (w *Writer) flushLoop() {
 	defer close(w.done)
-	for range w.wake {
+	for {
+		select {
+		case <-w.wake:
+		case <-w.quit:
+			w.wmu.Lock()
+			_ = w.flushLocked() // the error is kept in w.err for Err
+			w.wmu.Unlock()
+			return
+		}
 		// Let senders that are runnable append before the write, so that one write carries
 		// many frames even on a single core (a channel send runs this goroutine at once).
 		runtime.Gosched()
@@ -144,9 +148,6 @@ func (w *Writer) flushLoop() {
 			return
 		}
 	}
-	w.wmu.Lock()
-	_ = w.flushLocked() // the error is kept in w.err for Err
-	w.wmu.Unlock()
 }
 
 // Close flushes what is pending, stops the flusher and waits for it. It does not close conn.
@@ -159,7 +160,7 @@ func (w *Writer) Close() error {
 	}
 	w.closed = true
 	w.mu.Unlock()
-	close(w.wake)
+	close(w.quit)
 	<-w.done
 	return w.Err()
 }

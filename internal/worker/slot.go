@@ -99,9 +99,8 @@ func (s *slot) serve(th *pybridge.Thread, t *task) {
 	s.cur.Store(t)
 	defer s.cur.Store(nil)
 	defer s.w.forget(t.id)
-	_ = s.w.out.SendFunc(func(dst []byte) []byte { // a dead front is noticed by the reader
-		return frame.AppendHeader(dst, frame.Started, 0, t.id, 0)
-	})
+	// Out before the app runs, so that a crash inside it is never retried elsewhere.
+	s.send(frame.AppendHeader(nil, frame.Started, 0, t.id, 0))
 
 	res := th.Call(uint64(t.id), t.env, t.body, t.bodyEnd, s.upW, s.bodyR)
 	if res.HeadSent {
@@ -130,6 +129,7 @@ func (s *slot) finishError(t *task, reason string) {
 	s.send(appendError500(nil, t.id))
 }
 
+// send queues frames from the companion goroutine.
 func (s *slot) send(b []byte) {
 	// A write error means the front is gone; the read loop notices and the process exits.
 	_ = s.w.out.Send(b)
