@@ -11,7 +11,7 @@ import (
 // TestBoundaries keeps cgo in one package and Python out of the front (design.md §2): only
 // pybridge imports "C", and the packages of the front process never import pybridge.
 func TestBoundaries(t *testing.T) {
-	noPython := []string{"front", "supervisor", "frame", "config", "wsgi", "http1", "logging"}
+	noPython := []string{"front", "supervisor", "frame", "config", "wsgi", "http1", "logging", "listen"}
 	for _, pkg := range noPython {
 		deps := transitiveImports(t, "gowsgi/internal/"+pkg)
 		for _, bad := range []string{"C", "gowsgi/internal/pybridge", "gowsgi/internal/worker"} {

@@ -95,6 +95,18 @@ func (s seconds) Set(v string) error {
 	return nil
 }
 
+// stringFlag is a string flag that can be registered under two names.
+type stringFlag struct{ p *string }
+
+func (s stringFlag) String() string {
+	if s.p == nil {
+		return ""
+	}
+	return *s.p
+}
+
+func (s stringFlag) Set(v string) error { *s.p = v; return nil }
+
 // positiveInt is an integer flag.
 type intFlag struct{ p *int }
 
@@ -114,6 +126,25 @@ func (i intFlag) Set(v string) error {
 	return nil
 }
 
+// modeFlag is a file permission given in octal (660, 0660 or 0o660).
+type modeFlag struct{ p *os.FileMode }
+
+func (m modeFlag) String() string {
+	if m.p == nil {
+		return ""
+	}
+	return fmt.Sprintf("%#o", uint32(*m.p))
+}
+
+func (m modeFlag) Set(v string) error {
+	n, err := strconv.ParseUint(strings.TrimPrefix(v, "0o"), 8, 32)
+	if err != nil {
+		return errors.New("not an octal mode (e.g. 660)")
+	}
+	*m.p = os.FileMode(n)
+	return nil
+}
+
 func parseArgs(args []string, getenv func(string) string) (config.Config, action, error) {
 	cfg := config.Default(getenv)
 	fs := flag.NewFlagSet("gowsgi", flag.ContinueOnError)
@@ -129,6 +160,9 @@ func parseArgs(args []string, getenv func(string) string) (config.Config, action
 		fs.Var(v, long, "")
 	}
 	both("b", "bind", &binds)
+	fs.Var(intFlag{&cfg.Backlog}, "backlog", "")
+	fs.Var(modeFlag{&cfg.UnixSocketMode}, "unix-socket-mode", "")
+	both("p", "pid", stringFlag{&cfg.Pidfile})
 	both("w", "workers", intFlag{&cfg.Workers})
 	both("", "threads", intFlag{&cfg.Threads})
 	fs.StringVar(&cfg.Chdir, "chdir", cfg.Chdir, "")
@@ -241,8 +275,13 @@ module:variable, package.module:app, module:create_app() or module:create_app('x
 The default callable is "application".
 
 Options:
-  -b, --bind ADDRESS          listen on HOST:PORT, [::1]:PORT, HOST or unix:PATH (repeatable;
-                              default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set)
+  -b, --bind ADDRESS          listen on HOST:PORT, [::1]:PORT, HOST, unix:PATH or fd://N (an
+                              inherited listening socket); repeatable. Default: the sockets of
+                              systemd socket activation, else 127.0.0.1:8000, or 0.0.0.0:$PORT
+                              when PORT is set
+      --backlog N             listen backlog of the sockets gowsgi opens (default 2048)
+      --unix-socket-mode MODE permission of unix:PATH socket files, octal (default 666)
+  -p, --pid FILE              write the front's pid to FILE (removed at exit)
   -w, --workers N             worker processes (default $WEB_CONCURRENCY or 1)
       --threads N             Python threads per worker (default 1)
       --chdir DIR             change to DIR before loading the app

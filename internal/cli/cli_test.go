@@ -58,3 +58,36 @@ func TestVersionAndHelp(t *testing.T) {
 		t.Fatalf("-h: %d %q", code, out.String())
 	}
 }
+
+func TestListenFlags(t *testing.T) {
+	cfg, _, err := parseArgs([]string{"--backlog", "64", "-p", "/run/g.pid", "--unix-socket-mode", "0660",
+		"-b", "fd://3", "app"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Backlog != 64 || cfg.Pidfile != "/run/g.pid" || cfg.UnixSocketMode != 0o660 || cfg.Binds[0] != "fd://3" {
+		t.Fatalf("got backlog %d pid %q mode %o binds %q", cfg.Backlog, cfg.Pidfile, cfg.UnixSocketMode, cfg.Binds)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, _ = parseArgs([]string{"--pid=x.pid", "--unix-socket-mode=0o600", "app"}, func(string) string { return "" })
+	if cfg.Pidfile != "x.pid" || cfg.UnixSocketMode != 0o600 || cfg.Backlog != 2048 {
+		t.Fatalf("got pid %q mode %o backlog %d", cfg.Pidfile, cfg.UnixSocketMode, cfg.Backlog)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--backlog", "0", "app"}, "--backlog"},
+		{[]string{"--backlog", "x", "app"}, "--backlog"},
+		{[]string{"--unix-socket-mode", "999", "app"}, "--unix-socket-mode"},
+		{[]string{"--unix-socket-mode", "1777", "app"}, "--unix-socket-mode"},
+		{[]string{"-b", "fd://three", "app"}, "--bind"},
+	} {
+		var out, errb bytes.Buffer
+		if code := Main(tc.args, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("Main(%q) = %d, stderr %q; want usage error naming %s", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}

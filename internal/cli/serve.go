@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,6 +17,7 @@ import (
 	"gowsgi/internal/config"
 	"gowsgi/internal/front"
 	"gowsgi/internal/http1"
+	"gowsgi/internal/listen"
 	"gowsgi/internal/logging"
 	"gowsgi/internal/supervisor"
 	"gowsgi/internal/worker"
@@ -76,21 +76,35 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("encode worker options: %v", err)
 	}
-	env := append(os.Environ(), workerEnv+"="+string(wjson))
+	workerVar := workerEnv + "=" + string(wjson)
 
 	if cfg.CheckConfig {
-		return checkApp(exe, env, errFile, stdout)
+		return checkApp(exe, append(os.Environ(), workerVar), errFile, stdout)
 	}
 
 	log.Info(fmt.Sprintf("Starting gowsgi %s", Version))
-	listeners, cleanup, err := listen(cfg.EffectiveBinds(os.Getenv))
+	lset, err := listen.Open(cfg.Binds, listen.Options{Backlog: cfg.Backlog, UnixMode: cfg.UnixSocketMode,
+		Default: cfg.EffectiveBinds(os.Getenv)})
 	if err != nil {
 		return fail("%v", err)
 	}
-	defer cleanup()
-	for _, l := range listeners {
-		log.Info(fmt.Sprintf("Listening at: %s (%d)", listenURL(l), os.Getpid()))
+	defer lset.Close() // after draining: closes what is left, removes our unix socket files
+	listeners := lset.Listeners
+	for _, d := range lset.Describe() {
+		log.Info(fmt.Sprintf("Listening at: %s (%d)", d, os.Getpid()))
 	}
+	for _, w := range lset.Warnings {
+		log.Warn(w)
+	}
+	if cfg.Pidfile != "" {
+		removePid, err := listen.WritePidfile(cfg.Pidfile)
+		if err != nil {
+			return fail("--pid: %v", err)
+		}
+		defer removePid()
+	}
+	// Taken after listen.Open, which removed systemd's LISTEN_* variables: not for workers.
+	env := append(os.Environ(), workerVar)
 	log.Info(fmt.Sprintf("Using %d worker(s) with %d thread(s) each, app %s", cfg.Workers, cfg.Threads, cfg.App))
 
 	var access io.Writer
@@ -141,6 +155,9 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 			<-startErr
 			return exitOK
 		}
+	}
+	if err := listen.Notify("READY=1"); err != nil {
+		log.Warn(err.Error())
 	}
 
 	srv := front.New(front.Config{
@@ -195,6 +212,9 @@ wait:
 			code = exitAppLoad
 			break wait
 		}
+	}
+	if err := listen.Notify("STOPPING=1"); err != nil {
+		log.Warn(err.Error())
 	}
 	stop()
 	go func() {
@@ -262,48 +282,4 @@ func checkApp(exe string, env []string, errLog io.Writer, stdout io.Writer) int 
 	}
 	fmt.Fprintln(stdout, "Configuration OK")
 	return exitOK
-}
-
-// listen opens every bind; cleanup closes them and removes unix socket files we created.
-func listen(binds []string) ([]net.Listener, func(), error) {
-	var ls []net.Listener
-	var sockets []string
-	cleanup := func() {
-		for _, l := range ls {
-			l.Close() // already closed by the front on a normal stop
-		}
-		for _, p := range sockets {
-			os.Remove(p)
-		}
-	}
-	for _, b := range binds {
-		network, addr, err := config.ParseBind(b)
-		if err != nil {
-			cleanup()
-			return nil, nil, fmt.Errorf("--bind: %w", err)
-		}
-		if network == "unix" {
-			if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
-				os.Remove(addr) // a stale socket from an earlier run
-			}
-		}
-		l, err := net.Listen(network, addr)
-		if err != nil {
-			cleanup()
-			return nil, nil, fmt.Errorf("bind %s: %w", b, err)
-		}
-		if ul, ok := l.(*net.UnixListener); ok {
-			ul.SetUnlinkOnClose(false) // cleanup removes it, after draining
-			sockets = append(sockets, addr)
-		}
-		ls = append(ls, l)
-	}
-	return ls, cleanup, nil
-}
-
-func listenURL(l net.Listener) string {
-	if ua, ok := l.Addr().(*net.UnixAddr); ok {
-		return "unix:" + ua.Name
-	}
-	return "http://" + l.Addr().String()
 }

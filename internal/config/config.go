@@ -6,6 +6,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -15,8 +16,9 @@ import (
 type Config struct {
 	// App is the application, as MODULE[:CALLABLE] (gunicorn's spelling).
 	App string
-	// Binds are the addresses to listen on: HOST:PORT, [::1]:PORT, HOST (port 8000) or
-	// unix:PATH. Empty means 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
+	// Binds are the addresses to listen on: HOST:PORT, [::1]:PORT, HOST (port 8000),
+	// unix:PATH or fd://N (an inherited listening socket). Empty means the sockets passed by
+	// systemd socket activation if any, else 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
 	Binds []string
 	// Workers is the number of worker processes (default $WEB_CONCURRENCY, else 1).
 	Workers int
@@ -57,6 +59,14 @@ type Config struct {
 	// ScriptName is the SCRIPT_NAME the app is mounted at (from the SCRIPT_NAME environment
 	// variable, as gunicorn does).
 	ScriptName string
+	// Backlog is the listen(2) backlog of the sockets gowsgi opens (gunicorn --backlog,
+	// default 2048); the kernel caps it at net.core.somaxconn. Inherited sockets keep theirs.
+	Backlog int
+	// Pidfile is the file the front's pid is written to (gunicorn -p/--pid); "" writes none.
+	Pidfile string
+	// UnixSocketMode is the permission of unix:PATH socket files (default 0666: anyone who can
+	// reach the directory may connect, as with gunicorn's default umask 0).
+	UnixSocketMode os.FileMode
 }
 
 // Default returns the defaults, reading PORT, WEB_CONCURRENCY and SCRIPT_NAME through getenv.
@@ -70,6 +80,8 @@ func Default(getenv func(string) string) Config {
 		Timeout:         30 * time.Second,
 		KeepAlive:       5 * time.Second,
 		ScriptName:      getenv("SCRIPT_NAME"),
+		Backlog:         2048,
+		UnixSocketMode:  0o666,
 	}
 	if n, err := strconv.Atoi(getenv("WEB_CONCURRENCY")); err == nil && n > 0 {
 		c.Workers = n
@@ -128,6 +140,12 @@ func (c *Config) Validate() error {
 	if c.KeepAlive < 0 {
 		return &Error{"--keep-alive", "must not be negative"}
 	}
+	if c.Backlog < 1 || c.Backlog > 1<<31-1 {
+		return &Error{"--backlog", fmt.Sprintf("must be between 1 and 2147483647, got %d", c.Backlog)}
+	}
+	if c.UnixSocketMode == 0 || c.UnixSocketMode&^0o777 != 0 {
+		return &Error{"--unix-socket-mode", fmt.Sprintf("must be an octal mode from 1 to 777, got %#o", uint32(c.UnixSocketMode))}
+	}
 	for _, l := range []struct {
 		name string
 		v    int
@@ -140,8 +158,9 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// ParseBind turns a bind address into a network ("tcp" or "unix") and an address for
-// net.Listen. HOST alone means port 8000, as in gunicorn.
+// ParseBind turns a bind address into a network ("tcp", "unix" or "fd") and an address: for
+// tcp and unix one for net.Listen, for fd the decimal number of an inherited listening socket
+// (fd://N). HOST alone means port 8000, as in gunicorn.
 func ParseBind(s string) (network, addr string, err error) {
 	if path, ok := strings.CutPrefix(s, "unix:"); ok {
 		if path == "" {
@@ -149,8 +168,12 @@ func ParseBind(s string) (network, addr string, err error) {
 		}
 		return "unix", path, nil
 	}
-	if strings.HasPrefix(s, "fd://") {
-		return "", "", fmt.Errorf("%q: fd:// binds are not supported yet", s)
+	if fd, ok := strings.CutPrefix(s, "fd://"); ok {
+		n, err := parseFD(fd)
+		if err != nil {
+			return "", "", fmt.Errorf("%q: %v", s, err)
+		}
+		return "fd", strconv.Itoa(n), nil
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
@@ -166,4 +189,13 @@ func ParseBind(s string) (network, addr string, err error) {
 		return "", "", fmt.Errorf("%q: port %q is not a number from 0 to 65535", s, port)
 	}
 	return "tcp", net.JoinHostPort(host, port), nil
+}
+
+// parseFD parses the N of fd://N: a decimal file descriptor number, digits only.
+func parseFD(s string) (int, error) {
+	if s == "" || len(s) > 9 || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, fmt.Errorf("file descriptor %q is not a number from 0 to 999999999", s)
+	}
+	n, _ := strconv.Atoi(s)
+	return n, nil
 }

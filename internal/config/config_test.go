@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -10,7 +11,8 @@ func env(m map[string]string) func(string) string { return func(k string) string
 
 func TestDefaults(t *testing.T) {
 	c := Default(env(nil))
-	if c.Workers != 1 || c.Threads != 1 || c.GracefulTimeout != 30*time.Second || c.LogLevel != "info" {
+	if c.Workers != 1 || c.Threads != 1 || c.GracefulTimeout != 30*time.Second || c.LogLevel != "info" ||
+		c.Backlog != 2048 || c.UnixSocketMode != 0o666 || c.Pidfile != "" {
 		t.Fatalf("got %+v", c)
 	}
 	if got := c.EffectiveBinds(env(nil)); len(got) != 1 || got[0] != "127.0.0.1:8000" {
@@ -37,6 +39,11 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"bad env", func(c *Config) { c.Env = []string{"NOEQUALS"} }, "--env"},
 		{"bad level", func(c *Config) { c.LogLevel = "loud" }, "--log-level"},
 		{"negative limit", func(c *Config) { c.LimitRequestLine = -1 }, "--limit-request-line"},
+		{"zero backlog", func(c *Config) { c.Backlog = 0 }, "--backlog"},
+		{"huge backlog", func(c *Config) { c.Backlog = 1 << 31 }, "--backlog"},
+		{"zero socket mode", func(c *Config) { c.UnixSocketMode = 0 }, "--unix-socket-mode"},
+		{"setuid socket mode", func(c *Config) { c.UnixSocketMode = 0o4777 }, "--unix-socket-mode"},
+		{"bad fd bind", func(c *Config) { c.Binds = []string{"fd://x"} }, "--bind"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default(env(nil))
@@ -65,6 +72,14 @@ func TestParseBind(t *testing.T) {
 		{"[::1]", "tcp", "[::1]:8000"},
 		{"unix:/tmp/g.sock", "unix", "/tmp/g.sock"},
 		{"unix:", "", ""},
+		{"fd://3", "fd", "3"},
+		{"fd://0", "fd", "0"},
+		{"fd://007", "fd", "7"},
+		{"fd://", "", ""},
+		{"fd://-1", "", ""},
+		{"fd://+3", "", ""},
+		{"fd://3x", "", ""},
+		{"fd://1234567890", "", ""},
 		{"127.0.0.1:http", "", ""},
 		{"host:70000", "", ""},
 	} {
@@ -82,13 +97,25 @@ func TestParseBind(t *testing.T) {
 }
 
 func FuzzParseBind(f *testing.F) {
-	for _, s := range []string{"127.0.0.1:8000", "unix:/x", "[::1]:1", "h", "fd://3"} {
+	for _, s := range []string{"127.0.0.1:8000", "unix:/x", "[::1]:1", "h", "fd://3", "fd://", "fd://0042", "fd://-3", "fd://9999999999"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		n, a, err := ParseBind(s)
-		if err == nil && (n != "tcp" && n != "unix" || a == "") {
-			t.Fatalf("ParseBind(%q) = %q %q without error", s, n, a)
+		if err != nil {
+			return
+		}
+		switch n {
+		case "tcp", "unix":
+			if a == "" {
+				t.Fatalf("ParseBind(%q) = %q %q without error", s, n, a)
+			}
+		case "fd":
+			if fd, err := strconv.Atoi(a); err != nil || fd < 0 || strconv.Itoa(fd) != a {
+				t.Fatalf("ParseBind(%q) = fd %q: not a canonical descriptor number", s, a)
+			}
+		default:
+			t.Fatalf("ParseBind(%q) = network %q", s, n)
 		}
 	})
 }
