@@ -35,6 +35,12 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gowsgi: error: %v\n", err)
 		return exitUsage
 	}
+	// A binary upgrade starts the new front where we were started, so relative paths in the
+	// command line (--chdir, --pid, unix sockets) mean the same to it.
+	startDir, err := os.Getwd()
+	if err != nil {
+		return fail("current directory: %v", err)
+	}
 	if cfg.Chdir != "" {
 		if err := os.Chdir(cfg.Chdir); err != nil {
 			return fail("--chdir: %v", err)
@@ -129,7 +135,7 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 	defer stop()
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
-		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1)
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 
 	startErr := make(chan error, 1)
@@ -159,6 +165,7 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 	if err := listen.Notify("READY=1"); err != nil {
 		log.Warn(err.Error())
 	}
+	reportUpgradeReady()
 
 	srv := front.New(front.Config{
 		Listeners: listeners,
@@ -177,9 +184,19 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 		close(served)
 	}()
 	code := exitOK
+	var upgraded chan error // non-nil while a binary upgrade is under way
 wait:
 	for {
 		select {
+		case err := <-upgraded:
+			upgraded = nil
+			if err != nil {
+				log.Error(err.Error() + "; still serving with this binary")
+				continue
+			}
+			log.Info(fmt.Sprintf("The new gowsgi serves; draining this one (graceful timeout %v)", grace))
+			lset.SetUnlinkOnClose(false) // the socket files belong to the new front now
+			break wait
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGTERM:
@@ -196,6 +213,14 @@ wait:
 				sup.Add()
 			case syscall.SIGTTOU:
 				sup.Remove()
+			case syscall.SIGUSR2:
+				if upgraded != nil {
+					log.Warn("Handling signal: usr2; an upgrade is already under way")
+					continue
+				}
+				log.Info("Handling signal: usr2; starting a new gowsgi from the binary on disk")
+				upgraded = make(chan error, 1)
+				go func(c chan error) { c <- upgrade(exe, startDir, lset, os.Stdout, os.Stderr) }(upgraded)
 			case syscall.SIGUSR1:
 				log.Info("Handling signal: usr1; reopening log files")
 				for _, f := range []*logging.File{errFile, accessFile} {

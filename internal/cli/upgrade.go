@@ -22,7 +22,7 @@ const upgradeWait = 2 * time.Minute
 
 // upgrade starts a new front from the binary on disk (SIGUSR2), handing it the listeners. It
 // returns nil once the new front has a worker ready; the caller then drains and exits.
-func upgrade(exe string, set *listen.Set, stdout, stderr io.Writer) error {
+func upgrade(exe, dir string, set *listen.Set, stdout, stderr io.Writer) error {
 	files, err := set.Files()
 	if err != nil {
 		return fmt.Errorf("binary upgrade: %w", err)
@@ -39,7 +39,7 @@ func upgrade(exe string, set *listen.Set, stdout, stderr io.Writer) error {
 	defer r.Close()
 	// The binary may have been replaced since we started: run what is on disk at that path.
 	cmd := exec.Command(strings.TrimSuffix(exe, " (deleted)"), os.Args[1:]...)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, stdout, stderr
 	cmd.ExtraFiles = append(files, w)
 	cmd.Env = append(withoutEnv(os.Environ(), listen.UpgradeEnv, upgradeReadyEnv),
 		append(listen.InheritEnv(len(files)), upgradeReadyEnv+"="+strconv.Itoa(3+len(files)))...)

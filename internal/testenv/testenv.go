@@ -330,6 +330,9 @@ func StartServer(t testing.TB, args ...string) *Server {
 	s.cmd.Stdout = &s.stdout
 	s.cmd.Stderr = &s.stderr
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A process the server started (a binary upgrade's new front) may hold the output pipes
+	// after the server exited: do not let that hide the exit.
+	s.cmd.WaitDelay = time.Second
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("testenv: start %s: %v", bin, err)
 	}
