@@ -1,10 +1,12 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 // response that is not a 200, and every transport error, counts as a failure.
 type load struct {
 	ok, failed atomic.Int64
+	conns      atomic.Int64 // connections opened (a client whose connection was closed opens another)
 	stop       chan struct{}
 	wg         sync.WaitGroup
 
@@ -39,13 +42,19 @@ func startLoad(t *testing.T, url string, clients int, pause time.Duration) *load
 			tr := &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}
 			defer tr.CloseIdleConnections()
 			c := &http.Client{Transport: tr, Timeout: ioTimeout}
+			trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+				if !info.Reused {
+					l.conns.Add(1)
+				}
+			}}
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", url, nil)
 			for {
 				select {
 				case <-l.stop:
 					return
 				default:
 				}
-				resp, err := c.Get(url)
+				resp, err := c.Do(req)
 				if err == nil {
 					_, err = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
@@ -125,6 +134,9 @@ func TestReloadUnderLoad(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 	}
 	l.wantNoFailures(t, 200)
+	if n := l.conns.Load(); n != 16 {
+		t.Errorf("the 16 keep-alive clients opened %d connections: reloads must not touch connections", n)
+	}
 	after := workerPids(t, s)
 	for _, p := range before {
 		for _, q := range after {
@@ -144,6 +156,9 @@ func TestMaxRequestsUnderLoad(t *testing.T) {
 	l := startLoad(t, s.URL+"/status?code=200", 16, 0)
 	time.Sleep(3 * time.Second)
 	l.wantNoFailures(t, 200)
+	if n := l.conns.Load(); n != 16 {
+		t.Errorf("the 16 keep-alive clients opened %d connections: recycling must not touch connections", n)
+	}
 	if n := strings.Count(s.Stderr(), "(--max-requests)"); n < 2 {
 		t.Errorf("%d recycles logged, want at least 2:\n%s", n, s.Stderr())
 	}
@@ -180,6 +195,9 @@ func TestTTINTTOU(t *testing.T) {
 		t.Fatalf("after TTOU: workers %v, want 1", workerPids(t, s))
 	}
 	l.wantNoFailures(t, 100)
+	if n := l.conns.Load(); n != 8 {
+		t.Errorf("the 8 keep-alive clients opened %d connections", n)
+	}
 }
 
 // TestTimeoutPythonLoop: a request stuck in a Python loop gets 504 at the timeout, the
@@ -412,5 +430,27 @@ func TestSilentWorkerKilled(t *testing.T) {
 		return resp.StatusCode == 200
 	}) {
 		t.Fatal("no worker serves after the silent one was killed")
+	}
+}
+
+// TestSIGTERMLongRequests: SIGTERM with several long requests in flight on two workers lets
+// every one of them complete, then exits 0.
+func TestSIGTERMLongRequests(t *testing.T) {
+	s := startRaw(t, "-w", "2", "--threads", "3")
+	var inflight []<-chan result
+	for i := 0; i < 6; i++ {
+		inflight = append(inflight, getAsync(s.URL+"/sleep?s=2"))
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range inflight {
+		if r := <-ch; r.err != nil || r.status != 200 || r.body != "slept" {
+			t.Errorf("request %d: %d %q %v, want 200 slept", i, r.status, r.body, r.err)
+		}
+	}
+	if code, err := s.Wait(15 * time.Second); err != nil || code != 0 {
+		t.Errorf("after SIGTERM: exit %d, %v; want 0", code, err)
 	}
 }
