@@ -178,6 +178,19 @@ func (r *Reader) Next() (Frame, error) {
 	return f, nil
 }
 
+// HasFrame reports whether a whole frame is already buffered, so that Next will not block.
+// It never reads from the underlying stream itself.
+func (r *Reader) HasFrame() bool {
+	if r.br.Buffered() < HeaderSize {
+		return false
+	}
+	h, err := r.br.Peek(HeaderSize)
+	if err != nil {
+		return false
+	}
+	return r.br.Buffered() >= HeaderSize+int(binary.LittleEndian.Uint32(h[0:4]))
+}
+
 // U32 decodes a payload that is one u32.
 func (f Frame) U32() (uint32, error) {
 	if len(f.Payload) != 4 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"testing/iotest"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -192,4 +193,25 @@ func FuzzReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestHasFrame(t *testing.T) {
+	full := Append(nil, Data, 0, 1, []byte("hello"))
+	// One byte at a time: HasFrame must never block, and must say yes only for whole frames.
+	br := bufio.NewReader(iotest.OneByteReader(bytes.NewReader(append(full, full...))))
+	r := NewReader(br)
+	if r.HasFrame() {
+		t.Fatal("HasFrame with nothing buffered")
+	}
+	br.Peek(HeaderSize + 2)
+	if r.HasFrame() {
+		t.Fatal("HasFrame with a partial frame buffered")
+	}
+	br.Peek(len(full))
+	if !r.HasFrame() {
+		t.Fatal("no HasFrame with a whole frame buffered")
+	}
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
 }

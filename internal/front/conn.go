@@ -299,6 +299,7 @@ type response struct {
 	keepAlive bool
 	sent100   bool
 	clientErr bool // a write to the client failed
+	ungranted int  // body bytes written since the last credit grant
 	cancelled bool
 }
 
@@ -503,9 +504,15 @@ func (r *response) writeData(p []byte) {
 	r.written += int64(len(p))
 }
 
+// creditBatch is how many response bytes the front writes before it grants the worker more
+// credit: small responses (well inside the worker's initial credit) cost no credit frames.
+const creditBatch = 64 << 10
+
 func (r *response) grant(n int) {
-	if n > 0 && !r.cancelled {
-		r.st.Credit(n)
+	r.ungranted += n
+	if r.ungranted >= creditBatch && !r.cancelled {
+		r.st.Credit(r.ungranted)
+		r.ungranted = 0
 	}
 }
 

@@ -99,8 +99,6 @@ func (s *slot) serve(th *pybridge.Thread, t *task) {
 	s.cur.Store(t)
 	defer s.cur.Store(nil)
 	defer s.w.forget(t.id)
-	// Out before the app runs, so that a crash inside it is never retried elsewhere.
-	s.send(frame.AppendHeader(nil, frame.Started, 0, t.id, 0))
 
 	res := th.Call(uint64(t.id), t.env, t.body, t.bodyEnd, s.upW, s.bodyR)
 	if res.HeadSent {

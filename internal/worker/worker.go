@@ -165,7 +165,15 @@ type worker struct {
 // serving the streams in flight (their body, credit and cancel frames) until they are done.
 func (w *worker) readLoop() {
 	r := frame.NewReader(bufio.NewReaderSize(w.conn, 256<<10))
+	// STARTED frames for the requests read, sent once per batch of frames. The front holds one
+	// token per thread, so a request read here is taken by a thread at once: saying so now,
+	// before the app runs, means a crash inside the app is never retried on another worker.
+	var started []byte
 	for {
+		if len(started) > 0 && !r.HasFrame() {
+			_ = w.out.Send(started) // a dead front ends this loop at the next read
+			started = started[:0]
+		}
 		f, err := r.Next()
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
@@ -186,6 +194,7 @@ func (w *worker) readLoop() {
 			w.mu.Lock()
 			w.tasks[f.Stream] = t
 			w.mu.Unlock()
+			started = frame.AppendHeader(started, frame.Started, 0, f.Stream, 0)
 			w.queue <- t
 		case frame.Body:
 			if t := w.task(f.Stream); t != nil {
