@@ -1,10 +1,8 @@
 package tests
 
 import (
-	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -211,12 +209,7 @@ func TestBindUnixSocket(t *testing.T) {
 	t.Parallel()
 	sock := filepath.Join(t.TempDir(), "gowsgi.sock")
 	testenv.StartServer(t, "-b", "unix:"+sock, "--chdir", "testdata/apps", "rawapp:application")
-	c := &http.Client{Timeout: ioTimeout, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
+	c := unixClient(sock)
 	resp, err := c.Get("http://unix/status?code=200")
 	if err != nil {
 		t.Fatalf("GET over unix socket: %v", err)

@@ -10,6 +10,7 @@ package tests
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -230,4 +231,14 @@ func headRequest(method, target string, headers ...string) string {
 	}
 	b.WriteString("\r\n")
 	return b.String()
+}
+
+// unixClient is an HTTP client that dials the unix socket sock whatever the URL's host.
+func unixClient(sock string) *http.Client {
+	return &http.Client{Timeout: ioTimeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
 }

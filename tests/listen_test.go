@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"os"
@@ -274,12 +273,7 @@ func TestListenUnixSocketModeAndCleanup(t *testing.T) {
 	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o660 {
 		t.Errorf("socket file mode %v, want a socket with 0660", fi.Mode())
 	}
-	c := &http.Client{Timeout: ioTimeout, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
+	c := unixClient(sock)
 	resp, err := c.Get("http://unix/status?code=200")
 	if err != nil {
 		t.Fatalf("GET over the unix socket: %v", err)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"gowsgi/internal/ascii"
 	"gowsgi/internal/http1"
 )
 
@@ -42,9 +43,9 @@ func (c *conn) logAccess(req *http1.Request, start time.Time, code int, n int64)
 		line = append(line, req.Proto...)
 		for _, h := range req.Headers {
 			switch {
-			case isName([]byte(h.Name), "referer"):
+			case ascii.EqualFold(h.Name, "referer"):
 				referer = h.Value
-			case isName([]byte(h.Name), "user-agent"):
+			case ascii.EqualFold(h.Name, "user-agent"):
 				agent = h.Value
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"gowsgi/internal/ascii"
 	"gowsgi/internal/frame"
 	"gowsgi/internal/http1"
 	"gowsgi/internal/supervisor"
@@ -337,12 +338,16 @@ func (r *response) run() bool {
 	}
 }
 
-// failed answers a request whose worker died under it: 502, or a closed connection if the head
-// is out.
-func (r *response) failed() bool {
+// failed answers a request whose worker died under it.
+func (r *response) failed() bool { return r.abort(502) }
+
+// abort ends a response the worker will not complete: an error response with code when
+// nothing was sent yet, else what was sent is flushed and the connection closes (it always
+// returns false).
+func (r *response) abort(code int) bool {
 	if !r.headSent {
-		r.c.writeError(502, "")
-		r.c.logAccess(r.req, r.start, 502, 0)
+		r.c.writeError(code, "")
+		r.c.logAccess(r.req, r.start, code, 0)
 		return false
 	}
 	r.flush()
@@ -357,14 +362,7 @@ func (r *response) timedOut() bool {
 		r.c.s.cfg.Timeout, r.req.Method, r.req.Target, r.st.Worker()))
 	r.st.Interrupt()
 	r.st.Abandon()
-	if !r.headSent {
-		r.c.writeError(504, "")
-		r.c.logAccess(r.req, r.start, 504, 0)
-		return false
-	}
-	r.flush()
-	r.c.logAccess(r.req, r.start, r.code, r.written)
-	return false
+	return r.abort(504)
 }
 
 func (r *response) cancel() {
@@ -423,7 +421,7 @@ func (r *response) writeHead(h *frame.ResponseHead) {
 	bw.Write(crlf)
 	hasDate := false
 	for _, f := range h.Fields {
-		if isName(f.Name, "content-length") {
+		if ascii.EqualFold(f.Name, "content-length") {
 			if r.remaining >= 0 {
 				continue // a repeated Content-Length would make the response ambiguous
 			}
@@ -432,7 +430,7 @@ func (r *response) writeHead(h *frame.ResponseHead) {
 				continue // the worker validated it; never trust it blindly
 			}
 			r.remaining = n
-		} else if isName(f.Name, "date") {
+		} else if ascii.EqualFold(f.Name, "date") {
 			hasDate = true
 		}
 		bw.Write(f.Name)
@@ -587,22 +585,6 @@ func (r *response) finish(abort bool) bool {
 	return true
 }
 
-func isName(b []byte, lower string) bool {
-	if len(b) != len(lower) {
-		return false
-	}
-	for i := range b {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func trimSpace(b []byte) []byte {
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
 		b = b[1:]
@@ -634,7 +616,7 @@ func (s *Server) httpDate() string {
 func upgradeIsASCII(req *http1.Request) bool {
 	for _, h := range req.Headers {
 		n := h.Name
-		if !isName([]byte(n), "upgrade") && !(len(n) > 14 && isName([]byte(n[:14]), "sec-websocket-")) {
+		if !ascii.EqualFold(n, "upgrade") && !(len(n) > 14 && ascii.EqualFold(n[:14], "sec-websocket-")) {
 			continue
 		}
 		for i := 0; i < len(h.Value); i++ {

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+
+	"gowsgi/internal/ascii"
 )
 
 // NewBodyReader returns a reader of req's body, which follows req's head in br.
@@ -251,7 +253,7 @@ var forbiddenTrailers = []string{
 
 func forbiddenTrailer(name string) bool {
 	for _, f := range forbiddenTrailers {
-		if eqFold(name, f) {
+		if ascii.EqualFold(name, f) {
 			return true
 		}
 	}

@@ -75,24 +75,6 @@ func tokenLen[S string | []byte](s S) int {
 	return i
 }
 
-// eqFold reports whether s equals lower, ignoring the case of ASCII letters in s. lower must be
-// lower-case ASCII.
-func eqFold[S string | []byte](s S, lower string) bool {
-	if len(s) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // trimOWS removes leading and trailing SP and HTAB.
 func trimOWS(s string) string {
 	i, j := 0, len(s)

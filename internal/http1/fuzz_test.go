@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"gowsgi/internal/ascii"
 )
 
 // step is one request read from a stream, in a form that can be compared between runs.
@@ -124,7 +126,7 @@ func checkRequest(t *testing.T, r *Request) {
 			strings.TrimLeft(h.Value, " \t") != h.Value || strings.TrimRight(h.Value, " \t") != h.Value {
 			t.Fatalf("header %q", h)
 		}
-		if eqFold(h.Name, "host") {
+		if ascii.EqualFold(h.Name, "host") {
 			hosts++
 		}
 	}

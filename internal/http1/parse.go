@@ -1,6 +1,10 @@
 package http1
 
-import "strings"
+import (
+	"strings"
+
+	"gowsgi/internal/ascii"
+)
 
 // parseHead fills req from a head read by readHead: lines ending in CRLF, the request line
 // (already parsed into rl) first, no final empty line. req.Headers must have room for every
@@ -37,7 +41,7 @@ func parseHead(req *Request, s string, rl *requestLine) error {
 
 		switch len(name) {
 		case 4:
-			if eqFold(name, "host") {
+			if ascii.EqualFold(name, "host") {
 				if hosts++; hosts > 1 {
 					return badRequest("duplicate Host header")
 				}
@@ -49,31 +53,31 @@ func parseHead(req *Request, s string, rl *requestLine) error {
 				}
 			}
 		case 6:
-			if eqFold(name, "expect") && eqFold(value, "100-continue") && req.Minor == 1 {
+			if ascii.EqualFold(name, "expect") && ascii.EqualFold(value, "100-continue") && req.Minor == 1 {
 				req.Expect100 = true
 			}
 		case 7:
-			if eqFold(name, "upgrade") {
+			if ascii.EqualFold(name, "upgrade") {
 				req.Upgrade = true
 			}
 		case 10:
-			if eqFold(name, "connection") {
+			if ascii.EqualFold(name, "connection") {
 				for v := value; v != ""; {
 					var elem string
 					elem, v, _ = strings.Cut(v, ",")
 					elem = trimOWS(elem)
-					closeConn = closeConn || eqFold(elem, "close")
-					keepAlive = keepAlive || eqFold(elem, "keep-alive")
+					closeConn = closeConn || ascii.EqualFold(elem, "close")
+					keepAlive = keepAlive || ascii.EqualFold(elem, "keep-alive")
 				}
 			}
 		case 12:
-			if eqFold(name, "content-type") {
+			if ascii.EqualFold(name, "content-type") {
 				if contentTypes++; contentTypes > 1 {
 					return badRequest("duplicate Content-Type header")
 				}
 			}
 		case 14:
-			if eqFold(name, "content-length") {
+			if ascii.EqualFold(name, "content-length") {
 				if cls++; cls > 1 {
 					return badRequest("duplicate Content-Length header")
 				}
@@ -84,7 +88,7 @@ func parseHead(req *Request, s string, rl *requestLine) error {
 				cl = n
 			}
 		case 17:
-			if eqFold(name, "transfer-encoding") {
+			if ascii.EqualFold(name, "transfer-encoding") {
 				if tes++; tes > 1 {
 					return badRequest("duplicate Transfer-Encoding header")
 				}
@@ -235,7 +239,7 @@ func parseRequestLine[S string | []byte](line S) (rl requestLine, err error) {
 			k++
 		}
 		scheme := line[t0:k]
-		if k+3 > te || !equal(line[k:k+3], "://") || !eqFold(scheme, "http") && !eqFold(scheme, "https") {
+		if k+3 > te || !equal(line[k:k+3], "://") || !ascii.EqualFold(scheme, "http") && !ascii.EqualFold(scheme, "https") {
 			return rl, badRequest("invalid request target")
 		}
 		a := k + 3
@@ -368,7 +372,7 @@ func checkTransferEncoding(v string) error {
 		if !isToken(elem) {
 			return badRequest("invalid Transfer-Encoding")
 		}
-		if eqFold(elem, "chunked") {
+		if ascii.EqualFold(elem, "chunked") {
 			chunked++
 		} else {
 			others = true
@@ -379,7 +383,7 @@ func checkTransferEncoding(v string) error {
 		}
 		rest = tail
 	}
-	if !eqFold(last, "chunked") || chunked > 1 {
+	if !ascii.EqualFold(last, "chunked") || chunked > 1 {
 		return badRequest("chunked must be the final and only framing coding")
 	}
 	if others {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"gowsgi/internal/ascii"
 	"gowsgi/internal/frame"
 	"gowsgi/internal/wsgi"
 )
@@ -32,7 +33,7 @@ func checkHead(packed []byte) (int, []byte, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		if asciiEqualFold(f.Name, "content-length") && !isDigits(f.Value) {
+		if ascii.EqualFold(f.Name, "content-length") && !isDigits(f.Value) {
 			return 0, nil, fmt.Errorf("header Content-Length: %.32q is not a length", f.Value)
 		}
 	}
@@ -55,22 +56,6 @@ func isDigits(b []byte) bool {
 	}
 	for _, c := range b {
 		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-func asciiEqualFold(b []byte, lower string) bool {
-	if len(b) != len(lower) {
-		return false
-	}
-	for i := range b {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
 			return false
 		}
 	}
