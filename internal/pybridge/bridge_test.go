@@ -154,3 +154,31 @@ func TestInterrupt(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkCall measures one request's phases in the worker: environ, app call, close.
+func BenchmarkCall(b *testing.B) {
+	env := packEnv("REQUEST_METHOD", "GET", "SCRIPT_NAME", "", "PATH_INFO", "/hello", "QUERY_STRING", "",
+		"RAW_URI", "/hello", "REQUEST_URI", "/hello", "SERVER_PROTOCOL", "HTTP/1.1", "SERVER_NAME", "127.0.0.1",
+		"SERVER_PORT", "8000", "REMOTE_ADDR", "127.0.0.1", "REMOTE_PORT", "50000", "HTTP_HOST", "127.0.0.1:8000",
+		"HTTP_USER_AGENT", "wrk", "HTTP_ACCEPT", "*/*", "HTTP_ACCEPT_ENCODING", "gzip", "HTTP_CONNECTION", "keep-alive",
+		"wsgi.url_scheme", "http")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		th, err := NewThread()
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			r := th.Call(uint64(i+1), env, nil, true, -1, -1)
+			if r.Kind == Data {
+				th.Next()
+			}
+			th.Close()
+		}
+	}()
+	<-done
+}
