@@ -300,10 +300,11 @@ func (s *Supervisor) spawn(sl *slot) *workerConn {
 
 // retryLater spawns a worker for sl after its backoff, which doubles up to 10s.
 func (s *Supervisor) retryLater(sl *slot, failed *workerConn) {
-	if failed != nil && failed.readyAt.Load() != 0 && time.Since(time.Unix(0, failed.readyAt.Load())) > 30*time.Second {
-		sl.backoff = 0 // it ran well for a while: this is not a crash loop
+	var servedFor time.Duration
+	if failed != nil && failed.readyAt.Load() != 0 {
+		servedFor = time.Since(time.Unix(0, failed.readyAt.Load()))
 	}
-	sl.backoff = min(max(sl.backoff*2, 100*time.Millisecond), 10*time.Second)
+	sl.backoff = nextBackoff(sl.backoff, servedFor)
 	d := sl.backoff
 	s.log.Info(fmt.Sprintf("Starting a new worker in %v", d))
 	time.AfterFunc(d, func() {
@@ -319,6 +320,23 @@ func (s *Supervisor) retryLater(sl *slot, failed *workerConn) {
 			}
 		})
 	})
+}
+
+// Respawn backoff: it starts at minBackoff, doubles after each quick death up to maxBackoff,
+// and starts over once a worker served for goodService.
+const (
+	minBackoff  = 100 * time.Millisecond
+	maxBackoff  = 10 * time.Second
+	goodService = 30 * time.Second
+)
+
+// nextBackoff returns the wait before respawning after a worker died; prev is the previous
+// wait of the slot (0 at first) and servedFor how long the dead worker had been ready.
+func nextBackoff(prev, servedFor time.Duration) time.Duration {
+	if servedFor > goodService {
+		prev = 0 // it ran well for a while: this is not a crash loop
+	}
+	return min(max(prev*2, minBackoff), maxBackoff)
 }
 
 func (s *Supervisor) hasSlot(sl *slot) bool {

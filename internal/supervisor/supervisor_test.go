@@ -1,0 +1,43 @@
+package supervisor
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestNextBackoff(t *testing.T) {
+	var got []time.Duration
+	d := time.Duration(0)
+	for i := 0; i < 10; i++ {
+		d = nextBackoff(d, time.Second)
+		got = append(got, d)
+	}
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond,
+		800 * time.Millisecond, 1600 * time.Millisecond, 3200 * time.Millisecond, 6400 * time.Millisecond,
+		10 * time.Second, 10 * time.Second, 10 * time.Second}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("backoff schedule %v, want %v", got, want)
+		}
+	}
+	if d := nextBackoff(10*time.Second, time.Minute); d != minBackoff {
+		t.Errorf("after a worker that served a minute: %v, want %v", d, minBackoff)
+	}
+}
+
+func TestProcessRSS(t *testing.T) {
+	before, err := processRSS(os.Getpid())
+	if err != nil || before <= 0 {
+		t.Fatalf("RSS of this process: %d, %v", before, err)
+	}
+	ballast := make([]byte, 64<<20)
+	for i := range ballast {
+		ballast[i] = 1 // touched, so resident
+	}
+	after, err := processRSS(os.Getpid())
+	if err != nil || after-before < 32<<20 {
+		t.Errorf("RSS went from %d to %d after touching 64 MiB", before, after)
+	}
+	_ = ballast[len(ballast)-1]
+}
