@@ -10,7 +10,9 @@ set -euo pipefail
 
 build_pkgs=(gcc pkg-config python3-dev)
 test_pkgs=(python3-flask python3-django python3-falcon python3-bottle)
-bench_pkgs=(gunicorn wrk uwsgi uwsgi-plugin-python3 python3-gevent python3-waitress)
+# scripts/bench.sh: the servers gowsgi is compared with (gunicorn with its gevent worker,
+# uWSGI with its Python 3 plugin, waitress), the Flask app, wrk, and taskset (util-linux).
+bench_pkgs=(gunicorn python3-gevent uwsgi uwsgi-plugin-python3 python3-waitress python3-flask wrk util-linux)
 
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")
 for arg in "$@"; do
