@@ -22,7 +22,8 @@ type Writer struct {
 	// mu guards the fields that follow.
 	mu      sync.Mutex
 	pending []byte
-	err     error // first write error; every later send returns it
+	spare   []byte // a written buffer kept for reuse, so streaming allocates nothing
+	err     error  // first write error; every later send returns it
 	closed  bool
 
 	wake chan struct{} // a send is pending; never closed, so late senders cannot panic
@@ -36,6 +37,9 @@ func NewWriter(conn *net.UnixConn) *Writer {
 	go w.flushLoop()
 	return w
 }
+
+// maxKeep bounds the buffers a Writer keeps for reuse.
+const maxKeep = 4 << 20
 
 // ErrClosed is returned by sends after Close.
 var ErrClosed = errors.New("frame writer closed")
@@ -63,6 +67,9 @@ func (w *Writer) appendFrames(fn func(dst []byte) []byte) error {
 	}
 	if w.closed {
 		return ErrClosed
+	}
+	if w.pending == nil {
+		w.pending, w.spare = w.spare, nil
 	}
 	w.pending = fn(w.pending)
 	return nil
@@ -118,10 +125,15 @@ func (w *Writer) flushLocked() error {
 		w.fail(err)
 		return err
 	}
-	// Hand the buffer back for reuse when nobody appended meanwhile.
+	// Keep the buffer for reuse: allocating (and faulting in) a fresh one for every batch of
+	// streamed chunks costs more than the copy.
 	w.mu.Lock()
-	if w.pending == nil && cap(buf) <= 1<<20 {
-		w.pending = buf[:0]
+	if cap(buf) <= maxKeep {
+		if w.pending == nil {
+			w.pending = buf[:0]
+		} else if w.spare == nil {
+			w.spare = buf[:0]
+		}
 	}
 	w.mu.Unlock()
 	return nil

@@ -25,6 +25,9 @@ const HeaderSize = 10
 // MaxPayload bounds one frame's payload; larger bodies are split by the sender.
 const MaxPayload = 1 << 22
 
+// MaxData is the largest Data frame a worker sends; bigger chunks are split.
+const MaxData = 256 << 10
+
 // Kind identifies what a frame carries.
 type Kind uint8
 
@@ -111,7 +114,7 @@ func (k Kind) String() string {
 }
 
 // Frame is one decoded frame. Payload aliases the reader's buffer and is valid only until the
-// next call to Reader.Next.
+// next call to Reader.Next, unless it came from Reader.Alloc.
 type Frame struct {
 	Kind    Kind
 	Flags   uint8
@@ -145,6 +148,11 @@ var ErrTooLarge = errors.New("frame: payload too large")
 type Reader struct {
 	br  *bufio.Reader
 	buf []byte
+
+	// Alloc, when set, may return a buffer of length n for the payload of a frame of kind k;
+	// the payload is then read straight into it and belongs to the caller, saving a copy of
+	// big body chunks. Returning nil uses the Reader's own buffer.
+	Alloc func(k Kind, n int) []byte
 }
 
 // NewReader returns a Reader over br.
@@ -165,10 +173,15 @@ func (r *Reader) Next() (Frame, error) {
 	if n == 0 {
 		return f, nil
 	}
-	if cap(r.buf) < int(n) {
-		r.buf = make([]byte, n, max(int(n), 64<<10))
+	if r.Alloc != nil {
+		f.Payload = r.Alloc(f.Kind, int(n))
 	}
-	f.Payload = r.buf[:n]
+	if f.Payload == nil {
+		if cap(r.buf) < int(n) {
+			r.buf = make([]byte, n, max(int(n), 64<<10))
+		}
+		f.Payload = r.buf[:n]
+	}
 	if _, err := io.ReadFull(r.br, f.Payload); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF

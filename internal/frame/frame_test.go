@@ -215,3 +215,25 @@ func TestHasFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestReaderAlloc(t *testing.T) {
+	b := Append(nil, Data, 0, 1, []byte("big payload"))
+	b = Append(b, Credit, 0, 1, []byte{1, 0, 0, 0})
+	r := NewReader(bufio.NewReader(bytes.NewReader(b)))
+	var mine []byte
+	r.Alloc = func(k Kind, n int) []byte {
+		if k != Data {
+			return nil
+		}
+		mine = make([]byte, n)
+		return mine
+	}
+	f, err := r.Next()
+	if err != nil || string(f.Payload) != "big payload" || &f.Payload[0] != &mine[0] {
+		t.Fatalf("data frame not read into the allocated buffer: %q %v", f.Payload, err)
+	}
+	f, err = r.Next()
+	if n, _ := f.U32(); err != nil || f.Kind != Credit || n != 1 {
+		t.Fatalf("credit frame: %+v %v", f, err)
+	}
+}

@@ -325,6 +325,7 @@ func (r *response) run() bool {
 			r.writeHead(&e.Head)
 		case supervisor.EventData:
 			r.writeData(e.Data)
+			r.st.Recycle(&e)
 			if !r.clientErr && !r.st.Pending() {
 				r.flush()
 			}

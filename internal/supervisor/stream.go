@@ -189,3 +189,40 @@ func (st *Stream) isEnded() bool {
 	defer st.mu.Unlock()
 	return st.ended
 }
+
+// pooledData is the size from which body chunks are read into pooled buffers: streaming big
+// responses then allocates (and faults in) no new memory per chunk, and copies once less.
+const pooledData = 16 << 10
+
+// dataBuffer is the frame reader's Alloc: big Data payloads are read straight into pooled
+// buffers, which the event then carries without another copy.
+func (s *Supervisor) dataBuffer(k frame.Kind, n int) []byte {
+	if k != frame.Data || n < pooledData {
+		return nil
+	}
+	bp, _ := s.dataPool.Get().(*[]byte)
+	if bp == nil || cap(*bp) < n {
+		b := make([]byte, 0, max(n, frame.MaxData))
+		bp = &b
+	}
+	return (*bp)[:n]
+}
+
+// ownData returns a Data payload the event may keep: a pooled buffer from dataBuffer as it
+// is, a small payload (still in the reader's buffer) copied.
+func (s *Supervisor) ownData(p []byte) []byte {
+	if len(p) >= pooledData {
+		return p
+	}
+	return append([]byte(nil), p...)
+}
+
+// Recycle gives the buffer of a data event back once its bytes are written; e must not be
+// used afterwards.
+func (st *Stream) Recycle(e *Event) {
+	if cap(e.Data) >= pooledData {
+		b := e.Data[:0]
+		st.w.sup.dataPool.Put(&b)
+	}
+	e.Data = nil
+}

@@ -85,6 +85,8 @@ type Supervisor struct {
 	fatal    chan error    // an app-load failure at startup
 	procs    sync.WaitGroup
 
+	dataPool sync.Pool // *[]byte buffers for big body chunks (see copyData)
+
 	// mu guards workers: every worker process started and not yet reaped.
 	mu      sync.Mutex
 	workers map[*workerConn]struct{}

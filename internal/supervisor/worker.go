@@ -213,6 +213,7 @@ func (w *workerConn) readLoop() {
 	fr := frame.NewFDReader(w.conn)
 	defer fr.CloseFDs()
 	r := frame.NewReader(bufio.NewReaderSize(fr, 256<<10))
+	r.Alloc = w.sup.dataBuffer
 	log := w.sup.log
 	for {
 		f, err := r.Next()
@@ -249,7 +250,7 @@ func (w *workerConn) readLoop() {
 			}
 		case frame.Data:
 			if st := w.stream(f.Stream); st != nil {
-				st.push(Event{Kind: EventData, Data: append([]byte(nil), f.Payload...)})
+				st.push(Event{Kind: EventData, Data: w.sup.ownData(f.Payload)})
 			}
 		case frame.File:
 			off, n, err := frame.ParseFileFrame(f.Payload)

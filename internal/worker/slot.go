@@ -15,9 +15,6 @@ import (
 	"gowsgi/internal/pybridge"
 )
 
-// maxData is the largest Data frame a worker sends; bigger chunks are split.
-const maxData = 256 << 10
-
 // slot is one Python thread and its two pipes. While the app runs inside a cgo call, the thread
 // cannot return to Go, so what it must say meanwhile — write() data, "I need more body" — goes
 // through the up pipe to the slot's companion goroutine, and body bytes come back on the body
@@ -151,20 +148,23 @@ func (s *slot) stream(th *pybridge.Thread, t *task, res pybridge.Result) {
 		return
 	}
 	for {
-		if len(res.Data) > 0 {
-			if !t.acquire(len(res.Data)) {
-				break // cancelled: the client is gone
+		if len(res.Data) > 0 && !t.acquire(len(res.Data)) {
+			break // cancelled: the client is gone
+		}
+		done := res.Kind == pybridge.Done
+		// One copy, from the Python bytes straight into the writer's buffer; res.Data stays
+		// valid until the next call on th.
+		_ = s.w.out.SendFunc(func(dst []byte) []byte { // a dead front ends the reader
+			dst = append(dst, buf...)
+			dst = appendData(dst, t.id, res.Data)
+			if done {
+				dst = frame.AppendHeader(dst, frame.End, 0, t.id, 0)
 			}
-			buf = appendData(buf, t.id, res.Data)
-		}
-		if res.Kind == pybridge.Done {
-			buf = frame.AppendHeader(buf, frame.End, 0, t.id, 0)
-			s.send(buf)
+			return dst
+		})
+		buf = buf[:0]
+		if done {
 			return
-		}
-		if len(buf) > 0 {
-			s.send(buf)
-			buf = buf[:0]
 		}
 		if t.isCancelled() {
 			break
@@ -213,7 +213,7 @@ func (s *slot) sendFile(t *task, res pybridge.Result) {
 
 func appendData(dst []byte, id uint32, p []byte) []byte {
 	for len(p) > 0 {
-		n := min(len(p), maxData)
+		n := min(len(p), frame.MaxData)
 		dst = frame.Append(dst, frame.Data, 0, id, p[:n])
 		p = p[n:]
 	}
@@ -313,7 +313,7 @@ func (s *slot) writeHead(t *task, packed []byte) {
 // discards them when the stream failed or was cancelled (the thread must never block forever).
 func (s *slot) forwardData(t *task, r *bufio.Reader, n int64) error {
 	for n > 0 {
-		k := min(n, maxData)
+		k := min(n, frame.MaxData)
 		buf := make([]byte, k)
 		if _, err := io.ReadFull(r, buf); err != nil {
 			return err
