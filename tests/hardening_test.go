@@ -83,3 +83,18 @@ func TestWorkerDeathAnswers502(t *testing.T) {
 		t.Errorf("the error log does not say the worker was killed:\n%s", s.Stderr())
 	}
 }
+
+// TestStrayWriteAndInput: write() and wsgi.input kept by the app past their request fail in a
+// later request instead of writing into (or reading from) whatever that thread serves next.
+func TestStrayWriteAndInput(t *testing.T) {
+	t.Parallel()
+	s := startApp(t, "rawapp:raw_application", "--threads", "1")
+	req, _ := http.NewRequest("POST", s.URL+"/keep_write", strings.NewReader(strings.Repeat("x", 200000)))
+	resp, body := do(t, req)
+	wantStatus(t, resp, body, 200)
+	resp, body = get(t, s.URL+"/use_stray")
+	wantStatus(t, resp, body, 200)
+	if got := string(body); got != "write: OSError, read: OSError" || strings.Contains(got, "LEAKED") {
+		t.Fatalf("stray calls: %q, want both to raise OSError", got)
+	}
+}

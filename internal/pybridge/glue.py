@@ -27,13 +27,16 @@ class StartResponse:
     head has gone out with the first body chunk; write() sends the head itself.
     """
 
-    __slots__ = ("status", "headers", "sent", "up_fd")
+    __slots__ = ("status", "headers", "sent", "up_fd", "done")
 
     def __init__(self, up_fd):
         self.status = None
         self.headers = None
         self.sent = False
         self.up_fd = up_fd
+        # Set when the request is over: a write() or body read from a thread the app left
+        # behind must fail, not reach the thread's next request through the same pipes.
+        self.done = False
 
     def __call__(self, status, headers, exc_info=None):
         if exc_info is not None:
@@ -53,6 +56,8 @@ class StartResponse:
         return self.write
 
     def write(self, data):
+        if self.done:
+            raise OSError("write() called after the response ended")
         if self.status is None:
             raise AssertionError("write() called before start_response()")
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -92,17 +97,20 @@ class Input(io.RawIOBase):
     thread's pipes; the GIL is released while waiting.
     """
 
-    def __init__(self, prefix, up_fd, body_fd):
+    def __init__(self, prefix, up_fd, body_fd, sr):
         self._prefix = prefix
         self._pos = 0
         self._up = up_fd
         self._body = body_fd
         self._eof = False
+        self._sr = sr
 
     def readable(self):
         return True
 
     def readinto(self, b):
+        if self._sr.done:
+            raise OSError("wsgi.input read after the response ended")
         n = len(b)
         if n == 0:
             return 0
@@ -119,8 +127,8 @@ class Input(io.RawIOBase):
         return got
 
 
-def make_input(prefix, up_fd, body_fd):
-    return io.BufferedReader(Input(prefix, up_fd, body_fd), 65536)
+def make_input(prefix, up_fd, body_fd, sr):
+    return io.BufferedReader(Input(prefix, up_fd, body_fd, sr), 65536)
 
 
 def _log(level, msg):

@@ -41,7 +41,7 @@ static PyObject *gw_RequestTimeout;
 static PyObject *gw_StartResponse, *gw_FileWrapper, *gw_make_input, *gw_log_exc, *gw_BytesIO;
 static PyObject *gw_version;
 static int gw_multithread, gw_multiprocess;
-static PyObject *k_status, *k_headers, *k_sent, *k_close, *k_filelike, *k_fileno, *k_tell;
+static PyObject *k_status, *k_headers, *k_sent, *k_done, *k_close, *k_filelike, *k_fileno, *k_tell;
 static PyObject *k_version, *k_input, *k_errors, *k_multithread, *k_multiprocess, *k_run_once,
 	*k_file_wrapper, *k_input_terminated, *k_method, *k_path;
 
@@ -414,6 +414,7 @@ int gw_init(const char *glue, size_t glue_len, const char *paths, size_t paths_l
 	k_status = intern("status");
 	k_headers = intern("headers");
 	k_sent = intern("sent");
+	k_done = intern("done");
 	k_close = intern("close");
 	k_filelike = intern("filelike");
 	k_fileno = intern("fileno");
@@ -528,7 +529,7 @@ bad:
 }
 
 static int add_wsgi_keys(PyObject *env, const char *body, size_t body_len, int body_end, int up_fd,
-                         int body_fd) {
+                         int body_fd, PyObject *sr) {
 	PyObject *input;
 	if (body_end && body_len == 0) {
 		input = PyObject_CallNoArgs(gw_BytesIO);
@@ -539,7 +540,7 @@ static int add_wsgi_keys(PyObject *env, const char *body, size_t body_len, int b
 		if (body_end)
 			input = PyObject_CallOneArg(gw_BytesIO, b);
 		else
-			input = PyObject_CallFunction(gw_make_input, "Oii", b, up_fd, body_fd);
+			input = PyObject_CallFunction(gw_make_input, "OiiO", b, up_fd, body_fd, sr);
 		Py_DECREF(b);
 	}
 	if (!input)
@@ -671,16 +672,16 @@ void gw_call(gw_thread *t, unsigned long long serial, const char *env, size_t en
 	t->err[0] = 0;
 	int done = 0, r;
 
-	t->environ = build_environ(env, env_len);
-	if (!t->environ || add_wsgi_keys(t->environ, body, body_len, body_end, up_fd, body_fd) < 0) {
-		log_error(t, "Error building environ for");
-		goto fail;
-	}
 	PyObject *fd = PyLong_FromLong(up_fd);
 	t->sr = fd ? PyObject_CallOneArg(gw_StartResponse, fd) : NULL;
 	Py_XDECREF(fd);
 	if (!t->sr) {
 		log_error(t, "Error creating start_response for");
+		goto fail;
+	}
+	t->environ = build_environ(env, env_len);
+	if (!t->environ || add_wsgi_keys(t->environ, body, body_len, body_end, up_fd, body_fd, t->sr) < 0) {
+		log_error(t, "Error building environ for");
 		goto fail;
 	}
 	t->result = PyObject_CallFunctionObjArgs(gw_app, t->environ, t->sr, NULL);
@@ -807,6 +808,8 @@ void gw_close(gw_thread *t) {
 		}
 		Py_CLEAR(t->result);
 	}
+	if (t->sr && PyObject_SetAttr(t->sr, k_done, Py_True) < 0)
+		PyErr_Clear(); /* a StartResponse always has the slot; nothing to report */
 	Py_CLEAR(t->sr);
 	Py_CLEAR(t->environ);
 	t->serial = 0;

@@ -509,6 +509,32 @@ def leak(environ, start_response):
     return _respond(start_response, "leaked %d\n" % len(_leak))
 
 
+_stray = {}
+
+
+def keep_write(environ, start_response):
+    """Keeps this request's write() and wsgi.input for a later request to misuse."""
+    _stray["write"] = start_response("200 OK", [("Content-Type", "text/plain")])
+    _stray["input"] = environ["wsgi.input"]
+    return [b"kept"]
+
+
+def use_stray(environ, start_response):
+    """Uses the write() and wsgi.input of an earlier, finished request: both must fail."""
+    out = []
+    try:
+        _stray["write"](b"LEAKED INTO ANOTHER RESPONSE")
+        out.append("write: no error")
+    except Exception as e:
+        out.append("write: %s" % type(e).__name__)
+    try:
+        _stray["input"].read(10)
+        out.append("read: no error")
+    except Exception as e:
+        out.append("read: %s" % type(e).__name__)
+    return _respond(start_response, ", ".join(out))
+
+
 def pid(environ, start_response):
     return _respond(start_response, str(os.getpid()))
 
@@ -519,6 +545,8 @@ ROUTES = {
     "/segfault": segfault,
     "/leak": leak,
     "/pid": pid,
+    "/keep_write": keep_write,
+    "/use_stray": use_stray,
     "/environ": environ_route,
     "/echo": echo,
     "/read_n": read_n,
