@@ -36,31 +36,12 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"gowsgi/bench/loadstats"
 )
 
 // Result is what load prints.
-type Result struct {
-	Conns     int       `json:"conns"`
-	Seconds   float64   `json:"seconds"`
-	Requests  int64     `json:"requests"`
-	RPS       float64   `json:"rps"`
-	Errors    int64     `json:"errors"`
-	ErrorText []string  `json:"error_samples,omitempty"`
-	PerConn   []int64   `json:"per_conn"`
-	Jain      float64   `json:"jain"`
-	MinMean   float64   `json:"min_mean"`
-	Served    int       `json:"served"` // connections that got at least one response
-	Min       int64     `json:"min"`
-	Max       int64     `json:"max"`
-	LatencyMS Latencies `json:"latency_ms"`
-}
-
-// Latencies are response-time percentiles in milliseconds.
-type Latencies struct {
-	P50 float64 `json:"p50"`
-	P99 float64 `json:"p99"`
-	Max float64 `json:"max"`
-}
+type Result = loadstats.Stats
 
 func main() {
 	rawURL := flag.String("url", "", "target URL (http only)")
@@ -152,7 +133,7 @@ func run(rawURL string, n int, dur time.Duration, method, bodyFile string, expec
 			i = max(0, min(i, len(lat)-1))
 			return float64(lat[i].Microseconds()) / 1000
 		}
-		res.LatencyMS = Latencies{P50: pct(0.50), P99: pct(0.99), Max: float64(lat[len(lat)-1].Microseconds()) / 1000}
+		res.LatencyMS = loadstats.Latencies{P50: pct(0.50), P99: pct(0.99), Max: float64(lat[len(lat)-1].Microseconds()) / 1000}
 	}
 	enc := json.NewEncoder(os.Stdout)
 	return enc.Encode(res)

@@ -24,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"gowsgi/bench/loadstats"
 )
 
 // Settings are the harness's knobs; they are recorded in the results.
@@ -94,25 +96,7 @@ func (r Run) stalled(conns int) string {
 }
 
 // LoadStats is bench/load's output (see bench/load).
-type LoadStats struct {
-	Conns     int      `json:"conns"`
-	Seconds   float64  `json:"seconds"`
-	Requests  int64    `json:"requests"`
-	RPS       float64  `json:"rps"`
-	Errors    int64    `json:"errors"`
-	ErrorText []string `json:"error_samples,omitempty"`
-	PerConn   []int64  `json:"per_conn"`
-	Jain      float64  `json:"jain"`
-	MinMean   float64  `json:"min_mean"`
-	Served    int      `json:"served"`
-	Min       int64    `json:"min"`
-	Max       int64    `json:"max"`
-	LatencyMS struct {
-		P50 float64 `json:"p50"`
-		P99 float64 `json:"p99"`
-		Max float64 `json:"max"`
-	} `json:"latency_ms"`
-}
+type LoadStats = loadstats.Stats
 
 type harness struct {
 	root    string
