@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -302,4 +305,23 @@ func jsonUnmarshal(b []byte, v any) error {
 		return fmt.Errorf("bad JSON %q: %w", b, err)
 	}
 	return nil
+}
+
+// TestStopWithHangingFinalize: an app whose non-daemon thread never ends makes finalizing
+// Python hang; SIGTERM still ends gowsgi and its worker within --graceful-timeout and a bit.
+func TestStopWithHangingFinalize(t *testing.T) {
+	s := startApp(t, "nondaemon:application", "--graceful-timeout", "2")
+	stillServesPath(t, s.URL+"/")
+	workers, _ := testenv.Descendants(s.Pid)
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Wait(10 * time.Second); err != nil {
+		t.Fatalf("gowsgi did not stop: %v", err)
+	}
+	for _, w := range workers {
+		if st, err := os.ReadFile("/proc/" + strconv.Itoa(w) + "/stat"); err == nil && !strings.Contains(string(st), ") Z ") {
+			t.Errorf("worker %d outlived the front", w)
+		}
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -108,11 +109,13 @@ func Run(opts Options) int {
 		// The front is gone: nobody will read our answers, and Python threads may be stuck.
 		return ExitOK
 	}
+	// From here the reader only ends if the front dies, and then it exits the process: a
+	// finalization that hangs (an app's non-daemon thread) must not outlive the front.
+	w.finishing.Store(true)
 	close(w.queue)
 	w.threads.Wait()
 	w.stopCompanions()
 	_ = w.out.Close() // the front may already be gone; nothing left to tell it
-	w.conn.Close()
 	pybridge.Finalize()
 	return ExitOK
 }
@@ -152,8 +155,9 @@ type worker struct {
 	tasks    map[uint32]*task
 	draining bool // Shutdown arrived: exit once tasks is empty
 
-	end     chan bool // receives once: true to drain and exit, false when the front is gone
-	endOnce sync.Once
+	end       chan bool // receives once: true to drain and exit, false when the front is gone
+	endOnce   sync.Once
+	finishing atomic.Bool // drained: finalizing Python
 
 	queue      chan *task     // requests waiting for a free Python thread
 	interrupts chan *task     // timed-out requests for the interrupter
@@ -178,6 +182,9 @@ func (w *worker) readLoop() {
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				w.log.Error("worker: read from front", "err", err)
+			}
+			if w.finishing.Load() {
+				os.Exit(ExitOK) // the front is gone while we finalize: nobody waits for us
 			}
 			w.stop(false)
 			return
