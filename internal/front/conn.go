@@ -2,6 +2,7 @@ package front
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -426,7 +427,7 @@ func (r *response) writeHead(h *frame.ResponseHead) {
 			if r.remaining >= 0 {
 				continue // a repeated Content-Length would make the response ambiguous
 			}
-			n, err := strconv.ParseInt(string(trimSpace(f.Value)), 10, 64)
+			n, err := strconv.ParseInt(string(bytes.TrimSpace(f.Value)), 10, 64)
 			if err != nil {
 				continue // the worker validated it; never trust it blindly
 			}
@@ -584,16 +585,6 @@ func (r *response) finish(abort bool) bool {
 		}
 	}
 	return true
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // cachedDate is a Date header value and the second it was made for.

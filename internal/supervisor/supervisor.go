@@ -188,15 +188,7 @@ func (s *Supervisor) Remove() {
 
 // Replace starts a successor for w and retires w once the successor is ready.
 func (s *Supervisor) replace(w *workerConn, reason string) {
-	s.do(func() {
-		for _, sl := range s.slots {
-			if sl.cur == w && sl.next == nil {
-				s.log.Info(fmt.Sprintf("Replacing worker %d: %s", w.pid, reason))
-				sl.next = s.spawn(sl)
-				return
-			}
-		}
-	})
+	s.do(func() { s.replaceLocked(w, reason) })
 }
 
 // Open waits for a free Python thread and returns a new stream on it. Waiting ends with ctx.
@@ -491,10 +483,11 @@ func (s *Supervisor) check() {
 	}
 }
 
-// replaceLocked is replace on the control goroutine.
+// replaceLocked is replace on the control goroutine: a no-op unless w still serves a slot of
+// the pool and no successor is booting.
 func (s *Supervisor) replaceLocked(w *workerConn, reason string) {
 	sl := w.slot
-	if sl == nil || sl.cur != w || sl.next != nil || s.isStopping() {
+	if sl == nil || !s.hasSlot(sl) || sl.cur != w || sl.next != nil || s.isStopping() {
 		return
 	}
 	s.log.Info(fmt.Sprintf("Replacing worker %d: %s", w.pid, reason))
