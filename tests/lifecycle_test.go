@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -324,4 +325,32 @@ func TestStopWithHangingFinalize(t *testing.T) {
 			t.Errorf("worker %d outlived the front", w)
 		}
 	}
+}
+
+// TestBlockedThreadDoesNotHoldUpOthers: a worker gives a batch of requests to the thread that
+// is already running, so a request that blocks must not keep the requests queued behind it
+// from the worker's other threads, whether they arrived in its batch or later.
+func TestBlockedThreadDoesNotHoldUpOthers(t *testing.T) {
+	s := startRaw(t, "--threads", "2")
+	slow, fast := dial(t, s), dial(t, s)
+	start := time.Now()
+	// Both requests go out at once, so the worker often reads them in one batch.
+	write(t, slow, "GET /sleep?s=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+	write(t, fast, "GET /single HTTP/1.1\r\nHost: x\r\n\r\n")
+	fr := bufio.NewReader(fast)
+	resp, body := readResponse(t, fr, "GET")
+	wantStatus(t, resp, body, 200)
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Fatalf("a fast request waited %v behind a 3 s one on a worker with a free thread", d)
+	}
+	// And a request that arrives while the slow one runs.
+	start = time.Now()
+	write(t, fast, "GET /single HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body = readResponse(t, fr, "GET")
+	wantStatus(t, resp, body, 200)
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Fatalf("a later fast request waited %v behind a 3 s one", d)
+	}
+	resp, body = readResponse(t, bufio.NewReader(slow), "GET")
+	wantStatus(t, resp, body, 200)
 }

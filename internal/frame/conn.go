@@ -4,18 +4,28 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
 )
 
-// Writer coalesces frames from many goroutines into few writes: senders append to a pending
-// buffer and one flusher goroutine writes whatever has piled up, so under load one system call
-// carries many frames. It is safe for concurrent use.
+// Writer coalesces frames from many goroutines into few writes. It is safe for concurrent use
+// and works in one of two modes:
+//
+//   - With a flusher (NewWriter, the front): senders append to a pending buffer and one flusher
+//     goroutine writes whatever has piled up, so under load one system call carries many
+//     frames. Waking a goroutine is cheap in a process whose goroutines are not locked to
+//     threads.
+//   - Direct (NewDirectWriter, the workers): the sender writes from its own thread with a
+//     blocking write, unless another sender is writing, in which case that one writes the
+//     frames too once it is done ("flat combining"). Workers send from Python threads locked
+//     to OS threads, where every goroutine wake-up is a thread switch.
 type Writer struct {
-	conn *net.UnixConn
+	conn *net.UnixConn // flusher mode
+	file *os.File      // direct mode: a blocking socket
 
-	// wmu serialises writes to conn, so a frame sent with a descriptor cannot overtake frames
+	// wmu serialises writes, so a frame sent with a descriptor cannot overtake frames
 	// appended before it.
 	wmu sync.Mutex
 
@@ -26,6 +36,7 @@ type Writer struct {
 	err     error  // first write error; every later send returns it
 	closed  bool
 
+	// Flusher mode only.
 	wake chan struct{} // a send is pending; never closed, so late senders cannot panic
 	quit chan struct{} // closed by Close
 	done chan struct{}
@@ -38,24 +49,54 @@ func NewWriter(conn *net.UnixConn) *Writer {
 	return w
 }
 
+// NewDirectWriter returns a Writer without a flusher over f, a unix stream socket in blocking
+// mode; sends block while the socket is full.
+func NewDirectWriter(f *os.File) *Writer {
+	return &Writer{file: f}
+}
+
 // maxKeep bounds the buffers a Writer keeps for reuse.
 const maxKeep = 4 << 20
 
 // ErrClosed is returned by sends after Close.
 var ErrClosed = errors.New("frame writer closed")
 
-// Send appends already-encoded frames and wakes the flusher.
+// Send sends already-encoded frames.
 func (w *Writer) Send(frames []byte) error {
 	return w.SendFunc(func(dst []byte) []byte { return append(dst, frames...) })
 }
 
-// SendFunc lets fn append frames directly into the pending buffer, saving a copy, and wakes
-// the flusher.
+// SendFunc lets fn append frames directly into the pending buffer, saving a copy.
 func (w *Writer) SendFunc(fn func(dst []byte) []byte) error {
 	if err := w.appendFrames(fn); err != nil {
 		return err
 	}
-	w.wakeFlusher()
+	if w.file != nil {
+		return w.combine()
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// combine writes the pending frames unless another sender holds wmu; that sender looks for
+// more pending frames after letting go of wmu, so none are left behind.
+func (w *Writer) combine() error {
+	for w.wmu.TryLock() {
+		err := w.flushLocked()
+		w.wmu.Unlock()
+		if err != nil {
+			return err
+		}
+		w.mu.Lock()
+		more := len(w.pending) > 0
+		w.mu.Unlock()
+		if !more {
+			return nil
+		}
+	}
 	return nil
 }
 
@@ -75,22 +116,30 @@ func (w *Writer) appendFrames(fn func(dst []byte) []byte) error {
 	return nil
 }
 
-func (w *Writer) wakeFlusher() {
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
 // SendFD writes frames at once, after everything sent before, with fd attached as SCM_RIGHTS.
 // The caller keeps ownership of fd.
 func (w *Writer) SendFD(frames []byte, fd int) error {
+	if err := w.sendFD(frames, fd); err != nil {
+		return err
+	}
+	if w.file != nil {
+		return w.combine() // frames other senders appended while we held wmu
+	}
+	return nil
+}
+
+func (w *Writer) sendFD(frames []byte, fd int) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	if err := w.flushLocked(); err != nil {
 		return err
 	}
-	_, _, err := w.conn.WriteMsgUnix(frames, syscall.UnixRights(fd), nil)
+	var err error
+	if w.file != nil {
+		err = w.sendFDDirect(frames, fd)
+	} else {
+		_, _, err = w.conn.WriteMsgUnix(frames, syscall.UnixRights(fd), nil)
+	}
 	if err != nil {
 		err = fmt.Errorf("send frame with descriptor: %w", err)
 		w.fail(err)
@@ -119,7 +168,11 @@ func (w *Writer) flushLocked() error {
 	if len(buf) == 0 {
 		return nil
 	}
-	_, err = w.conn.Write(buf)
+	if w.file != nil {
+		_, err = w.file.Write(buf) // loops over short writes
+	} else {
+		_, err = w.conn.Write(buf)
+	}
 	if err != nil {
 		err = fmt.Errorf("write frames: %w", err)
 		w.fail(err)
@@ -137,6 +190,24 @@ func (w *Writer) flushLocked() error {
 	}
 	w.mu.Unlock()
 	return nil
+}
+
+// sendFDDirect sends frames with fd attached on the blocking socket of a direct Writer.
+func (w *Writer) sendFDDirect(frames []byte, fd int) error {
+	var n int
+	var err error
+	for {
+		// A signal (the Go runtime preempts with SIGURG) may cut the write short or abort it.
+		n, err = syscall.SendmsgN(int(w.file.Fd()), frames, syscall.UnixRights(fd), nil, 0)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return err
+	}
+	_, err = w.file.Write(frames[n:])
+	return err
 }
 
 func (w *Writer) flushLoop() {
@@ -162,16 +233,23 @@ func (w *Writer) flushLoop() {
 	}
 }
 
-// Close flushes what is pending, stops the flusher and waits for it. It does not close conn.
+// Close flushes what is pending and stops the flusher, waiting for it. It does not close the
+// socket.
 func (w *Writer) Close() error {
 	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
+	was := w.closed
+	w.closed = true
+	w.mu.Unlock()
+	if w.file != nil {
+		w.wmu.Lock()
+		_ = w.flushLocked() // the error is kept in w.err
+		w.wmu.Unlock()
+		return w.Err()
+	}
+	if was {
 		<-w.done
 		return w.Err()
 	}
-	w.closed = true
-	w.mu.Unlock()
 	close(w.quit)
 	<-w.done
 	return w.Err()

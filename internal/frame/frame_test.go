@@ -3,10 +3,13 @@ package frame
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/iotest"
@@ -161,6 +164,89 @@ func TestWriterCoalescesAndPassesFDs(t *testing.T) {
 			}
 			syscall.Close(fd)
 		}
+	}
+}
+
+// TestDirectWriterConcurrent checks that a direct Writer loses and reorders nothing when many
+// goroutines send at once, interleaved with descriptors.
+func TestDirectWriterConcurrent(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := os.NewFile(uintptr(fds[0]), "a")
+	bf := os.NewFile(uintptr(fds[1]), "b")
+	bc, err := net.FileConn(bf)
+	bf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bc.(*net.UnixConn)
+	defer a.Close()
+	defer b.Close()
+	tmp, err := os.CreateTemp(t.TempDir(), "fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const senders, each = 8, 2000
+	w := NewDirectWriter(a)
+	var wg sync.WaitGroup
+	for g := 0; g < senders; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				var err error
+				if i%500 == 0 {
+					err = w.SendFD(AppendFileFrame(nil, uint32(g), int64(i), 0), int(tmp.Fd()))
+				} else {
+					err = w.Send(Append(nil, Data, 0, uint32(g), binary.LittleEndian.AppendUint32(nil, uint32(i))))
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(g)
+	}
+	got := make(chan error, 1)
+	go func() {
+		fr := NewFDReader(b)
+		r := NewReader(bufio.NewReader(fr))
+		next := make([]int, senders)
+		for n := 0; n < senders*each; n++ {
+			f, err := r.Next()
+			if err != nil {
+				got <- fmt.Errorf("frame %d: %w", n, err)
+				return
+			}
+			i := 0
+			if f.Kind == File {
+				off, _, _ := ParseFileFrame(f.Payload)
+				i = int(off)
+				fd := fr.TakeFD()
+				if fd < 0 {
+					got <- errors.New("file frame without its descriptor")
+					return
+				}
+				syscall.Close(fd)
+			} else {
+				i = int(binary.LittleEndian.Uint32(f.Payload))
+			}
+			if i != next[f.Stream] {
+				got <- fmt.Errorf("sender %d: frame %d arrived, want %d", f.Stream, i, next[f.Stream])
+				return
+			}
+			next[f.Stream]++
+		}
+		got <- nil
+	}()
+	wg.Wait()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -27,6 +27,8 @@ type slot struct {
 	bodyR int      // C reads
 	bodyW *os.File // companion writes; non-blocking
 
+	efd int // the thread sleeps on it while idle (runq)
+
 	cur atomic.Pointer[task] // the task the thread is running, for the companion
 	th  atomic.Pointer[pybridge.Thread]
 
@@ -61,7 +63,15 @@ func newSlot(w *worker) (*slot, error) {
 		syscall.Close(upW)
 		return nil, err
 	}
-	s := &slot{w: w, upR: upR, upW: upW, bodyR: bodyR, bodyW: bodyW}
+	efd, err := newEventFD()
+	if err != nil {
+		upR.Close()
+		syscall.Close(upW)
+		bodyW.Close()
+		syscall.Close(bodyR)
+		return nil, err
+	}
+	s := &slot{w: w, upR: upR, upW: upW, bodyR: bodyR, bodyW: bodyW, efd: efd}
 	s.companion.Add(1)
 	go s.companionLoop()
 	return s, nil
@@ -74,10 +84,12 @@ func (s *slot) stop() {
 	s.upR.Close()
 	s.bodyW.Close()
 	syscall.Close(s.bodyR)
+	syscall.Close(s.efd)
 }
 
-// run is the Python thread: it takes requests from the worker's queue itself, so no goroutine
-// hand-off sits between the frame reader and Python (design.md §0).
+// run is the Python thread: it takes requests from the worker's queue itself and writes its
+// frames itself, so no goroutine hand-off sits between the frame reader and Python
+// (design.md §0).
 func (s *slot) run(started chan<- error) {
 	defer s.w.threads.Done()
 	runtime.LockOSThread() // never unlocked: the thread state lives and dies with this thread
@@ -87,8 +99,13 @@ func (s *slot) run(started chan<- error) {
 		return
 	}
 	s.th.Store(th)
-	for t := range s.w.queue {
+	for {
+		t, ok := s.w.queue.take(s)
+		if !ok {
+			return
+		}
 		s.serve(th, t)
+		s.w.queue.finished()
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -47,6 +46,9 @@ type Options struct {
 // It must be called from the main goroutine, which it locks to its OS thread: that thread
 // initialises and finalises Python.
 func Run(opts Options) int {
+	if os.Getenv("GW_PROCS") != "" {
+		runtime.GOMAXPROCS(opts.Threads + 2)
+	}
 	runtime.LockOSThread()
 	log := opts.Logger
 	// Signals belong to the front: a Ctrl-C sent to the whole process group must stop the
@@ -70,18 +72,13 @@ func Run(opts Options) int {
 	}
 	pybridge.DetachMain()
 
-	conn, err := frontConn(opts.SocketFD)
-	if err != nil {
-		log.Error("worker: " + err.Error())
-		return ExitBadSetup
-	}
+	conn := os.NewFile(uintptr(opts.SocketFD), "front")
 
 	w := &worker{
 		log:        log,
 		conn:       conn,
-		out:        frame.NewWriter(conn),
+		out:        frame.NewDirectWriter(conn),
 		tasks:      make(map[uint32]*task),
-		queue:      make(chan *task, 4096),
 		interrupts: make(chan *task, 1024),
 		end:        make(chan bool, 1),
 	}
@@ -112,7 +109,7 @@ func Run(opts Options) int {
 	// From here the reader only ends if the front dies, and then it exits the process: a
 	// finalization that hangs (an app's non-daemon thread) must not outlive the front.
 	w.finishing.Store(true)
-	close(w.queue)
+	w.queue.close()
 	w.threads.Wait()
 	w.stopCompanions()
 	_ = w.out.Close() // the front may already be gone; nothing left to tell it
@@ -147,7 +144,7 @@ func (w *worker) stop(graceful bool) {
 // worker is the state of a worker process.
 type worker struct {
 	log  *slog.Logger
-	conn *net.UnixConn
+	conn *os.File
 	out  *frame.Writer
 
 	// mu guards the fields that follow.
@@ -159,7 +156,7 @@ type worker struct {
 	endOnce   sync.Once
 	finishing atomic.Bool // drained: finalizing Python
 
-	queue      chan *task     // requests waiting for a free Python thread
+	queue      runq           // requests waiting for a free Python thread
 	interrupts chan *task     // timed-out requests for the interrupter
 	threads    sync.WaitGroup // the Python thread goroutines
 	slots      []*slot
@@ -168,19 +165,23 @@ type worker struct {
 // readLoop dispatches frames from the front until the connection ends. After Shutdown it keeps
 // serving the streams in flight (their body, credit and cancel frames) until they are done.
 func (w *worker) readLoop() {
-	r := frame.NewReader(bufio.NewReaderSize(w.conn, 256<<10))
-	// STARTED frames for the requests read, sent once per batch of frames. The front holds one
-	// token per thread, so a request read here is taken by a thread at once: saying so now,
-	// before the app runs, means a crash inside the app is never retried on another worker.
+	r := frame.NewReader(bufio.NewReaderSize(&frontReader{f: w.conn, q: &w.queue}, 256<<10))
+	// Requests are handed to threads once per batch of frames, after the STARTED frames for
+	// them are sent: the front holds one token per thread, so a request read here is taken by
+	// a thread soon, and saying so before the app runs means a crash inside the app is never
+	// retried on another worker.
 	var started []byte
+	var batch []*task
 	for {
-		if len(started) > 0 && !r.HasFrame() {
+		if len(batch) > 0 && !r.HasFrame() {
 			_ = w.out.Send(started) // a dead front ends this loop at the next read
-			started = started[:0]
+			w.queue.push(batch...)
+			w.queue.dispatch()
+			started, batch = started[:0], batch[:0]
 		}
 		f, err := r.Next()
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
 				w.log.Error("worker: read from front", "err", err)
 			}
 			if w.finishing.Load() {
@@ -202,7 +203,7 @@ func (w *worker) readLoop() {
 			w.tasks[f.Stream] = t
 			w.mu.Unlock()
 			started = frame.AppendHeader(started, frame.Started, 0, f.Stream, 0)
-			w.queue <- t
+			batch = append(batch, t)
 		case frame.Body:
 			if t := w.task(f.Stream); t != nil {
 				t.deliverBody(append([]byte(nil), f.Payload...), f.Flags&frame.FlagEnd != 0)
@@ -287,23 +288,36 @@ func (w *worker) stopCompanions() {
 	}
 }
 
-// frontConn opens the worker's end of the socketpair the front passed as fd.
-func frontConn(fd int) (*net.UnixConn, error) {
-	f := os.NewFile(uintptr(fd), "front")
-	if f == nil {
+// frontConn opens the worker's end of the socketpair the front passed as fd, in blocking mode:
+// the reader and the Python threads use it with plain system calls from their own threads, so
+// that no goroutine of Go's network poller has to be woken in between (see runq).
+func frontConn(fd int) (*os.File, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
 		return nil, fmt.Errorf("no socket to the front on fd %d", fd)
 	}
-	fc, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("open socket to the front: %w", err)
+	if err := syscall.SetNonblock(fd, false); err != nil {
+		return nil, fmt.Errorf("socket to the front: %w", err)
 	}
-	conn, ok := fc.(*net.UnixConn)
-	if !ok {
-		fc.Close()
-		return nil, errors.New("the socket to the front is not a unix socket")
+	return os.NewFile(uintptr(fd), "front"), nil
+}
+
+// frontReader reads the socket from the front. While requests wait for a thread it wakes up
+// every rescueAfter to check that they make progress (see runq).
+type frontReader struct {
+	f *os.File
+	q *runq
+}
+
+func (r *frontReader) Read(p []byte) (int, error) {
+	for {
+		waiting, taken := r.q.progress()
+		if !waiting || waitReadable(int(r.f.Fd()), rescueAfter) {
+			break
+		}
+		r.q.rescue(taken)
 	}
-	return conn, nil
+	return r.f.Read(p)
 }
 
 // interrupter raises RequestTimeout in the threads of timed-out requests. It has a goroutine of
