@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -452,5 +453,54 @@ func TestSIGTERMLongRequests(t *testing.T) {
 	}
 	if code, err := s.Wait(15 * time.Second); err != nil || code != 0 {
 		t.Errorf("after SIGTERM: exit %d, %v; want 0", code, err)
+	}
+}
+
+// schedPolicies counts the scheduling policies (field 41 of /proc/PID/task/TID/stat) of every
+// thread of pid.
+func schedPolicies(t *testing.T, pid int) map[int]int {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]int{}
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		// The fields after the command name, which is in parentheses and may hold spaces.
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		policy, err := strconv.Atoi(fields[41-3])
+		if err != nil {
+			t.Fatalf("stat of thread %s: %v", task.Name(), err)
+		}
+		got[policy]++
+	}
+	return got
+}
+
+// TestWorkerScheduling: workers run every thread under SCHED_BATCH (3) by default, the front
+// under the normal policy (0); --worker-scheduling normal keeps workers normal too.
+func TestWorkerScheduling(t *testing.T) {
+	t.Parallel()
+	const normal, batch = 0, 3
+	s := startRaw(t, "--threads", "3")
+	stillServes(t, s)
+	for _, pid := range workerPids(t, s) {
+		if got := schedPolicies(t, pid); got[batch] == 0 || len(got) != 1 {
+			t.Errorf("worker %d threads by policy: %v, want all SCHED_BATCH (3)", pid, got)
+		}
+	}
+	if got := schedPolicies(t, s.Pid); got[normal] == 0 || len(got) != 1 {
+		t.Errorf("front threads by policy: %v, want all normal (0)", got)
+	}
+	n := startRaw(t, "--threads", "3", "--worker-scheduling", "normal")
+	stillServes(t, n)
+	for _, pid := range workerPids(t, n) {
+		if got := schedPolicies(t, pid); got[normal] == 0 || len(got) != 1 {
+			t.Errorf("--worker-scheduling normal: worker %d threads by policy: %v, want all normal", pid, got)
+		}
 	}
 }

@@ -165,6 +165,7 @@ func parseArgs(args []string, getenv func(string) string) (config.Config, action
 	both("p", "pid", stringFlag{&cfg.Pidfile})
 	both("w", "workers", intFlag{&cfg.Workers})
 	both("", "threads", intFlag{&cfg.Threads})
+	fs.StringVar(&cfg.WorkerScheduling, "worker-scheduling", cfg.WorkerScheduling, "")
 	fs.StringVar(&cfg.Chdir, "chdir", cfg.Chdir, "")
 	fs.StringVar(&pythonpath, "pythonpath", "", "")
 	both("e", "env", &env)
@@ -247,6 +248,7 @@ type workerOptions struct {
 	Threads      int
 	Paths        []string
 	Multiprocess bool
+	SchedBatch   bool
 	LogLevel     string
 	CheckOnly    bool
 }
@@ -264,7 +266,8 @@ func runWorker(stderr io.Writer) int {
 	}
 	return worker.Run(worker.Options{
 		SocketFD: 3, App: o.App, AppName: o.AppName, Threads: o.Threads, Paths: o.Paths,
-		Multiprocess: o.Multiprocess, CheckOnly: o.CheckOnly, Logger: logging.New(stderr, level),
+		Multiprocess: o.Multiprocess, SchedBatch: o.SchedBatch, CheckOnly: o.CheckOnly,
+		Logger: logging.New(stderr, level),
 	})
 }
 
@@ -284,6 +287,8 @@ Options:
   -p, --pid FILE              write the front's pid to FILE (removed at exit)
   -w, --workers N             worker processes (default $WEB_CONCURRENCY or 1)
       --threads N             Python threads per worker (default 1)
+      --worker-scheduling P   CPU scheduling policy of the workers: batch (SCHED_BATCH, the
+                              default) or normal
       --chdir DIR             change to DIR before loading the app
       --pythonpath DIRS       comma-separated directories to prepend to sys.path
   -e, --env KEY=VALUE         set an environment variable (repeatable)

@@ -82,6 +82,7 @@ func TestListenFlags(t *testing.T) {
 		{[]string{"--backlog", "0", "app"}, "--backlog"},
 		{[]string{"--backlog", "x", "app"}, "--backlog"},
 		{[]string{"--unix-socket-mode", "999", "app"}, "--unix-socket-mode"},
+		{[]string{"--worker-scheduling", "fifo", "app"}, "--worker-scheduling"},
 		{[]string{"--unix-socket-mode", "1777", "app"}, "--unix-socket-mode"},
 		{[]string{"-b", "fd://three", "app"}, "--bind"},
 	} {

@@ -77,7 +77,8 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 	}
 	paths = append(paths, cwd)
 	wopts := workerOptions{App: spec, AppName: cfg.App, Threads: cfg.Threads, Paths: paths,
-		Multiprocess: cfg.Workers > 1, LogLevel: cfg.LogLevel, CheckOnly: cfg.CheckConfig}
+		Multiprocess: cfg.Workers > 1, SchedBatch: cfg.WorkerScheduling != "normal", LogLevel: cfg.LogLevel,
+		CheckOnly: cfg.CheckConfig}
 	wjson, err := json.Marshal(wopts)
 	if err != nil {
 		return fail("encode worker options: %v", err)

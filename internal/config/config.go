@@ -64,6 +64,12 @@ type Config struct {
 	Backlog int
 	// Pidfile is the file the front's pid is written to (gunicorn -p/--pid); "" writes none.
 	Pidfile string
+	// WorkerScheduling is the Linux scheduling policy of the worker processes: "batch"
+	// (SCHED_BATCH, the default; "" means it too) or "normal" (SCHED_OTHER). A batch task does
+	// not preempt the running one when it wakes, so on a busy core the front and the workers
+	// hand each other whole batches of requests instead of one request per switch; the front
+	// itself keeps the normal policy, so the network side stays responsive.
+	WorkerScheduling string
 	// UnixSocketMode is the permission of unix:PATH socket files (default 0666: anyone who can
 	// reach the directory may connect, as with gunicorn's default umask 0).
 	UnixSocketMode os.FileMode
@@ -142,6 +148,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Backlog < 1 || c.Backlog > 1<<31-1 {
 		return &Error{"--backlog", fmt.Sprintf("must be between 1 and 2147483647, got %d", c.Backlog)}
+	}
+	switch c.WorkerScheduling {
+	case "", "batch", "normal":
+	default:
+		return &Error{"--worker-scheduling", fmt.Sprintf("unknown policy %q (want batch or normal)", c.WorkerScheduling)}
 	}
 	if c.UnixSocketMode == 0 || c.UnixSocketMode&^0o777 != 0 {
 		return &Error{"--unix-socket-mode", fmt.Sprintf("must be an octal mode from 1 to 777, got %#o", uint32(c.UnixSocketMode))}

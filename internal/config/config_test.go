@@ -42,6 +42,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"zero backlog", func(c *Config) { c.Backlog = 0 }, "--backlog"},
 		{"huge backlog", func(c *Config) { c.Backlog = 1 << 31 }, "--backlog"},
 		{"zero socket mode", func(c *Config) { c.UnixSocketMode = 0 }, "--unix-socket-mode"},
+		{"unknown scheduling policy", func(c *Config) { c.WorkerScheduling = "rr" }, "--worker-scheduling"},
 		{"setuid socket mode", func(c *Config) { c.UnixSocketMode = 0o4777 }, "--unix-socket-mode"},
 		{"bad fd bind", func(c *Config) { c.Binds = []string{"fd://x"} }, "--bind"},
 	} {

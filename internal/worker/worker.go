@@ -38,6 +38,7 @@ type Options struct {
 	Threads      int          // Python threads
 	Paths        []string     // prepended to sys.path
 	Multiprocess bool         // wsgi.multiprocess
+	SchedBatch   bool         // run under SCHED_BATCH (config.Config.WorkerScheduling)
 	CheckOnly    bool         // load the app, report, and exit without serving
 	Logger       *slog.Logger
 }
@@ -54,6 +55,11 @@ func Run(opts Options) int {
 	// Signals belong to the front: a Ctrl-C sent to the whole process group must stop the
 	// server once, through the front, not kill workers mid-request.
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE, syscall.SIGHUP, syscall.SIGQUIT)
+	if opts.SchedBatch {
+		if err := schedBatch(); err != nil {
+			log.Warn("worker: cannot use SCHED_BATCH; running with the normal policy: " + err.Error())
+		}
+	}
 
 	if err := pybridge.Init(pybridge.Config{Paths: opts.Paths, Multithread: opts.Threads > 1, Multiprocess: opts.Multiprocess}); err != nil {
 		log.Error("worker: cannot start Python: " + err.Error())
