@@ -490,3 +490,29 @@ func TestCloseOnClientDisconnect(t *testing.T) {
 	// 200 chunks 50 ms apart take 10 s: close() within 5 s shows the iteration was cancelled.
 	t.Logf("close() seen %v after the disconnect", time.Since(start))
 }
+
+// TestBigChunksFraming: big body chunks are written to the client several at a time with one
+// writev, chunked or with a Content-Length; the framing must hold byte for byte, and the
+// connection must stay usable for the next request.
+func TestBigChunksFraming(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	c := dial(t, s)
+	br := bufio.NewReader(c)
+	for _, target := range []string{"/big?mb=4&cl=0", "/big?mb=4", "/big?mb=1&cl=0"} {
+		write(t, c, headRequest("GET", target))
+		resp, body := readResponse(t, br, "GET")
+		wantStatus(t, resp, body, 200)
+		chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
+		if strings.Contains(target, "cl=0") != chunked {
+			t.Errorf("%s: Transfer-Encoding %q", target, resp.TransferEncoding)
+		}
+		mb := 4
+		if strings.Contains(target, "mb=1") {
+			mb = 1
+		}
+		if len(body) != mb<<20 || strings.Trim(string(body), "x") != "" {
+			t.Fatalf("%s: %d bytes, want %d bytes of x", target, len(body), mb<<20)
+		}
+	}
+}

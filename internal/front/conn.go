@@ -303,6 +303,10 @@ type response struct {
 	clientErr bool // a write to the client failed
 	ungranted int  // body bytes written since the last credit grant
 	cancelled bool
+
+	batch []supervisor.Event // data events written together
+	iov   net.Buffers        // their bytes (and chunk framing), for one writev
+	hdrs  []byte             // the chunk-size lines iov points into
 }
 
 func (r *response) run() bool {
@@ -325,8 +329,11 @@ func (r *response) run() bool {
 		case supervisor.EventHead:
 			r.writeHead(&e.Head)
 		case supervisor.EventData:
-			r.writeData(e.Data)
-			r.st.Recycle(&e)
+			r.batch = r.st.MoreData(append(r.batch[:0], e))
+			r.writeData(r.batch)
+			for i := range r.batch {
+				r.st.Recycle(&r.batch[i])
+			}
 			if !r.clientErr && !r.st.Pending() {
 				r.flush()
 			}
@@ -471,42 +478,76 @@ func (r *response) writeHead(h *frame.ResponseHead) {
 	bw.Write(crlf)
 }
 
-func (r *response) writeData(p []byte) {
+// writevMin is the size from which a batch of body chunks bypasses the connection's buffer
+// and goes out with one writev: the buffer would split each big chunk into two writes and
+// copy part of it, and every write to a loopback or LAN peer costs a wake-up on its side.
+const writevMin = 32 << 10
+
+// writeData writes the body chunks of a batch of data events.
+func (r *response) writeData(batch []supervisor.Event) {
+	total := 0
+	for _, e := range batch {
+		total += len(e.Data)
+	}
 	// The worker spent credit on every byte it sent, whether or not the client gets it.
-	defer r.grant(len(p))
+	defer r.grant(total)
 	if r.noBody || r.clientErr {
 		return
 	}
-	if r.remaining >= 0 {
-		if int64(len(p)) > r.remaining {
-			p = p[:r.remaining] // longer than promised: cut
-		}
-		r.remaining -= int64(len(p))
+	r.iov = r.iov[:0]
+	if need := len(batch) * maxChunkLine; cap(r.hdrs) < need {
+		r.hdrs = make([]byte, 0, need) // never grows below: the iov points into it
 	}
-	if len(p) == 0 {
+	hdrs := r.hdrs[:0]
+	size := 0
+	for _, e := range batch {
+		p := e.Data
+		if r.remaining >= 0 {
+			if int64(len(p)) > r.remaining {
+				p = p[:r.remaining] // longer than promised: cut
+			}
+			r.remaining -= int64(len(p))
+		}
+		if len(p) == 0 {
+			continue
+		}
+		if r.chunked {
+			n := len(hdrs)
+			hdrs = append(strconv.AppendInt(hdrs, int64(len(p)), 16), '\r', '\n')
+			r.iov = append(r.iov, hdrs[n:], p, crlf)
+		} else {
+			r.iov = append(r.iov, p)
+		}
+		size += len(p)
+	}
+	if size == 0 {
 		return
 	}
-	bw := r.c.out()
 	var err error
-	if r.chunked {
-		bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
-		bw.Write(crlf)
-		bw.Write(p)
-		_, err = bw.Write(crlf)
-	} else {
-		_, err = bw.Write(p)
+	if size < writevMin {
+		bw := r.c.out()
+		for _, p := range r.iov {
+			_, err = bw.Write(p) // a write error sticks: the last one reports it
+		}
+	} else if err = r.c.out().Flush(); err == nil { // the head, or earlier small chunks
+		_ = r.c.nc.SetWriteDeadline(time.Now().Add(r.c.s.cfg.WriteTimeout)) // a closed conn fails the write itself
+		iov := r.iov                                                        // WriteTo consumes its receiver
+		_, err = iov.WriteTo(r.c.nc)
 	}
 	if err != nil {
 		r.clientErr = true
 		r.cancel()
 		return
 	}
-	r.written += int64(len(p))
+	r.written += int64(size)
 }
+
+// maxChunkLine is the longest chunk-size line: 16 hex digits and CRLF.
+const maxChunkLine = 18
 
 // creditBatch is how many response bytes the front writes before it grants the worker more
 // credit: small responses (well inside the worker's initial credit) cost no credit frames.
-const creditBatch = 64 << 10
+const creditBatch = 256 << 10
 
 func (r *response) grant(n int) {
 	r.ungranted += n

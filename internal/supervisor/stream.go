@@ -135,6 +135,21 @@ func (st *Stream) Interrupt() {
 	})
 }
 
+// MoreData appends to dst the data events queued next, without waiting, and returns it: a
+// caller holding one data event can write several chunks with one system call.
+func (st *Stream) MoreData(dst []Event) []Event {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := 0
+	for n < len(st.events) && st.events[n].Kind == EventData {
+		dst = append(dst, st.events[n])
+		st.events[n] = Event{}
+		n++
+	}
+	st.events = st.events[n:]
+	return dst
+}
+
 // Pending reports whether an event is waiting, so the caller can delay a flush.
 func (st *Stream) Pending() bool {
 	st.mu.Lock()

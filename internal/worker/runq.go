@@ -154,7 +154,7 @@ func (q *runq) take(s *slot) (*task, bool) {
 		}
 		q.idle = append(q.idle, s)
 		q.mu.Unlock()
-		s.sleep()
+		sleepOn(s.efd)
 	}
 }
 
@@ -165,12 +165,12 @@ func (q *runq) finished() {
 	q.mu.Unlock()
 }
 
-// sleep blocks the thread until kick. The read is a plain blocking system call made from the
-// locked thread itself, so the kernel wakes this very thread.
-func (s *slot) sleep() {
+// sleepOn blocks the thread until the eventfd fd is kicked. The read is a plain blocking system
+// call made from the locked thread itself, so the kernel wakes this very thread.
+func sleepOn(fd int) {
 	var buf [8]byte
 	for {
-		_, _, errno := syscall.Syscall(syscall.SYS_READ, uintptr(s.efd), uintptr(unsafe.Pointer(&buf[0])), 8)
+		_, _, errno := syscall.Syscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), 8)
 		if errno != syscall.EINTR {
 			return
 		}

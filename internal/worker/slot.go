@@ -165,7 +165,7 @@ func (s *slot) stream(th *pybridge.Thread, t *task, res pybridge.Result) {
 		return
 	}
 	for {
-		if len(res.Data) > 0 && !t.acquire(len(res.Data)) {
+		if len(res.Data) > 0 && !t.acquire(len(res.Data), s.efd) {
 			break // cancelled: the client is gone
 		}
 		done := res.Kind == pybridge.Done
@@ -342,7 +342,7 @@ func (s *slot) forwardData(t *task, r *bufio.Reader, n int64) error {
 		t.mu.Lock()
 		skip := t.failed || !t.headSent
 		t.mu.Unlock()
-		if skip || !t.acquire(len(buf)) {
+		if skip || !t.acquire(len(buf), -1) {
 			continue
 		}
 		s.send(frame.Append(nil, frame.Data, 0, t.id, buf))

@@ -26,6 +26,7 @@ type task struct {
 	failed    bool // write() sent an invalid head: answer 500 at the end instead
 	failMsg   string
 	wake      chan struct{} // signalled whenever the fields above change
+	sleeper   int           // eventfd of the Python thread waiting in acquire, or -1
 }
 
 func newTask(id uint32, env, body []byte, bodyEnd bool) *task {
@@ -36,7 +37,7 @@ func newTask(id uint32, env, body []byte, bodyEnd bool) *task {
 	return &task{
 		id: id, env: buf[:len(env)], body: buf[len(env):], bodyEnd: bodyEnd,
 		credit: InitialCredit, wake: make(chan struct{}, 1), synced: make(chan struct{}, 1),
-		bodyDone: bodyEnd,
+		bodyDone: bodyEnd, sleeper: -1,
 	}
 }
 
@@ -44,6 +45,13 @@ func (t *task) signal() {
 	select {
 	case t.wake <- struct{}{}:
 	default:
+	}
+	t.mu.Lock()
+	fd := t.sleeper
+	t.sleeper = -1
+	t.mu.Unlock()
+	if fd >= 0 {
+		kick(fd)
 	}
 }
 
@@ -81,7 +89,9 @@ func (t *task) isCancelled() bool {
 
 // acquire waits until the stream may send n more body bytes; false means it was cancelled.
 // A stream with any credit left may overshoot by one chunk, which keeps big chunks whole.
-func (t *task) acquire(n int) bool {
+// The Python thread passes its eventfd to sleep on (see runq for why); other goroutines
+// pass -1 and wait on the channel.
+func (t *task) acquire(n int, efd int) bool {
 	for {
 		t.mu.Lock()
 		if t.cancelled {
@@ -93,8 +103,15 @@ func (t *task) acquire(n int) bool {
 			t.mu.Unlock()
 			return true
 		}
+		if efd >= 0 {
+			t.sleeper = efd
+		}
 		t.mu.Unlock()
-		<-t.wake
+		if efd >= 0 {
+			sleepOn(efd) // a signal after the unlock leaves the eventfd readable
+		} else {
+			<-t.wake
+		}
 	}
 }
 
