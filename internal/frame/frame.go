@@ -17,7 +17,7 @@ import (
 
 // Version is the protocol version a worker announces in its READY frame. The front refuses a
 // worker that speaks another version (a binary upgrade can briefly mix two builds).
-const Version = 1
+const Version = 2
 
 // HeaderSize is the size of a frame header in bytes.
 const HeaderSize = 10
@@ -68,9 +68,6 @@ const (
 	End
 	// Heartbeat tells the front the worker is alive.
 	Heartbeat
-	// Started says a Python thread took the stream: from here on the app may have run, so a
-	// worker death fails the request instead of dispatching it again.
-	Started
 )
 
 // Flags modify a frame.
@@ -107,8 +104,6 @@ func (k Kind) String() string {
 		return "END"
 	case Heartbeat:
 		return "HEARTBEAT"
-	case Started:
-		return "STARTED"
 	}
 	return fmt.Sprintf("KIND(%d)", uint8(k))
 }

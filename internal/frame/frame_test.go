@@ -323,3 +323,37 @@ func TestReaderAlloc(t *testing.T) {
 		t.Fatalf("credit frame: %+v %v", f, err)
 	}
 }
+
+// TestSharedCounter: what one mapping stores, another mapping of the same file (as in the
+// worker process) sees, and a file that is not a counter is refused.
+func TestSharedCounter(t *testing.T) {
+	c, f, err := NewSharedCounter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	other, err := MapSharedCounter(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	other.Store(41)
+	other.Store(other.Load() + 1)
+	if got := c.Load(); got != 42 {
+		t.Fatalf("front sees %d, want 42", got)
+	}
+	empty, err := os.CreateTemp(t.TempDir(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	efd, _ := syscall.Dup(int(empty.Fd()))
+	empty.Close()
+	if _, err := MapSharedCounter(efd); err == nil {
+		t.Fatal("an empty file was mapped as a counter")
+	}
+}

@@ -42,7 +42,7 @@ type Stream struct {
 	id uint32
 	w  *workerConn
 
-	started atomic.Bool // a Python thread took the stream (frame.Started)
+	seq atomic.Uint64 // 1 + how many requests went to the worker before this one; 0: not sent
 
 	// mu guards the fields that follow.
 	mu        sync.Mutex
@@ -160,6 +160,10 @@ func (st *Stream) Pending() bool {
 // SendRequest sends the request: the packed environ and the first body bytes.
 func (st *Stream) SendRequest(environ, body []byte, bodyEnd bool) error {
 	return st.w.out.SendFunc(func(dst []byte) []byte {
+		// The worker's threads take requests in the order they are written, which is the
+		// order of these calls (SendFunc serialises them): seq is compared with its count.
+		st.w.sent++
+		st.seq.Store(st.w.sent)
 		return frame.AppendRequest(dst, st.id, environ, body, bodyEnd)
 	})
 }

@@ -24,6 +24,11 @@ type workerConn struct {
 	out  *frame.Writer
 	proc *os.Process
 
+	// taken counts the requests the worker's threads took (shared memory); sent counts the
+	// requests sent, and is only touched inside the Writer's SendFunc, which serialises it.
+	taken *frame.SharedCounter
+	sent  uint64
+
 	readyAt  atomic.Int64 // unix nanoseconds of READY; 0 while booting
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame received
 	requests atomic.Int64 // streams finished
@@ -58,21 +63,30 @@ func (s *Supervisor) start() (*workerConn, error) {
 	}
 	conn := fc.(*net.UnixConn)
 
+	taken, takenFile, err := frame.NewSharedCounter()
+	if err != nil {
+		conn.Close()
+		theirs.Close()
+		return nil, err
+	}
+
 	cmd := exec.Command(s.cfg.Exe, s.cfg.Args...)
 	cmd.Env = s.cfg.Env
 	cmd.Stdout = s.cfg.Stdout
 	cmd.Stderr = s.cfg.Stderr
-	cmd.WaitDelay = 5 * time.Second     // a grandchild holding the log pipe must not hold us up
-	cmd.ExtraFiles = []*os.File{theirs} // fd 3 in the worker
+	cmd.WaitDelay = 5 * time.Second                // a grandchild holding the log pipe must not hold us up
+	cmd.ExtraFiles = []*os.File{theirs, takenFile} // fds 3 and 4 in the worker
 	err = cmd.Start()
 	theirs.Close()
+	takenFile.Close()
 	if err != nil {
 		conn.Close()
+		taken.Close()
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	s.log.Info(fmt.Sprintf("Booting worker with pid: %d", cmd.Process.Pid))
 	w := &workerConn{sup: s, pid: cmd.Process.Pid, conn: conn, out: frame.NewWriter(conn),
-		streams: make(map[uint32]*Stream), proc: cmd.Process}
+		streams: make(map[uint32]*Stream), proc: cmd.Process, taken: taken}
 	w.lastSeen.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	s.workers[w] = struct{}{}
@@ -115,6 +129,7 @@ func (w *workerConn) serve(cmd *exec.Cmd) {
 	w.lost()
 	_ = w.out.Close() // the socket is gone; errors are expected
 	w.conn.Close()
+	_ = w.taken.Close() // nothing reads it after lost
 	code := cmd.ProcessState.ExitCode()
 	why := fmt.Sprintf("exit code %d", code)
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -186,15 +201,17 @@ func (w *workerConn) shutdown() {
 	_ = w.out.Send(frame.AppendHeader(nil, frame.Shutdown, 0, 0, 0)) // a dead worker needs no telling
 }
 
-// lost fails every stream of a worker that is gone.
+// lost fails every stream of a worker whose process has exited. Streams the worker's threads
+// took may have run and fail; the others never reached the app and are dispatched again.
 func (w *workerConn) lost() {
 	w.mu.Lock()
 	w.dead = true
 	streams := w.streams
 	w.streams = map[uint32]*Stream{}
 	w.mu.Unlock()
+	taken := w.taken.Load() // final: the process is gone
 	for _, st := range streams {
-		if st.started.Load() {
+		if seq := st.seq.Load(); seq != 0 && seq <= taken {
 			st.push(Event{Kind: EventFailed})
 		} else {
 			st.push(Event{Kind: EventRetry}) // the app never saw it: safe to send elsewhere
@@ -234,10 +251,6 @@ func (w *workerConn) readLoop() {
 			w.readyAt.Store(time.Now().UnixNano())
 			threads := int(info.Threads)
 			w.sup.do(func() { w.sup.onReady(w, threads) })
-		case frame.Started:
-			if st := w.stream(f.Stream); st != nil {
-				st.started.Store(true)
-			}
 		case frame.Head:
 			p := append([]byte(nil), f.Payload...)
 			e := Event{Kind: EventHead}

@@ -2,6 +2,8 @@ package worker
 
 import (
 	"fmt"
+
+	"gowsgi/internal/frame"
 	"sync"
 	"syscall"
 	"time"
@@ -32,6 +34,11 @@ type runq struct {
 	taken    uint64  // requests taken so far, the progress the rescue looks for
 	lastTake time.Duration
 	closed   bool
+
+	// shared publishes taken to the front, which dispatches the requests beyond it again if
+	// the worker dies (nil in tests). Requests are taken in the order they arrived, so the
+	// count says which ones reached the app.
+	shared *frame.SharedCounter
 }
 
 // epoch is the origin of runq's monotonic times.
@@ -144,6 +151,9 @@ func (q *runq) take(s *slot) (*task, bool) {
 			}
 			q.active++
 			q.taken++
+			if q.shared != nil {
+				q.shared.Store(q.taken) // before the app runs: a crash in it is never retried
+			}
 			q.lastTake = time.Since(epoch)
 			q.mu.Unlock()
 			return t, true

@@ -33,6 +33,7 @@ const (
 // Options configure a worker process.
 type Options struct {
 	SocketFD     int          // the worker's end of the socketpair to the front
+	CounterFD    int          // the front's frame.SharedCounter of requests taken
 	App          wsgi.AppSpec // what to import
 	AppName      string       // the spec as the user wrote it, for messages
 	Threads      int          // Python threads
@@ -47,9 +48,6 @@ type Options struct {
 // It must be called from the main goroutine, which it locks to its OS thread: that thread
 // initialises and finalises Python.
 func Run(opts Options) int {
-	if os.Getenv("GW_PROCS") != "" {
-		runtime.GOMAXPROCS(opts.Threads + 2)
-	}
 	runtime.LockOSThread()
 	log := opts.Logger
 	// Signals belong to the front: a Ctrl-C sent to the whole process group must stop the
@@ -78,8 +76,16 @@ func Run(opts Options) int {
 	}
 	pybridge.DetachMain()
 
-	conn := os.NewFile(uintptr(opts.SocketFD), "front")
-
+	conn, err := frontConn(opts.SocketFD)
+	if err != nil {
+		log.Error("worker: " + err.Error())
+		return ExitBadSetup
+	}
+	taken, err := frame.MapSharedCounter(opts.CounterFD)
+	if err != nil {
+		log.Error("worker: " + err.Error())
+		return ExitBadSetup
+	}
 	w := &worker{
 		log:        log,
 		conn:       conn,
@@ -88,6 +94,7 @@ func Run(opts Options) int {
 		interrupts: make(chan *task, 1024),
 		end:        make(chan bool, 1),
 	}
+	w.queue.shared = taken
 	go w.interrupter()
 	if err := w.startThreads(opts.Threads); err != nil {
 		log.Error("worker: " + err.Error())
@@ -172,18 +179,13 @@ type worker struct {
 // serving the streams in flight (their body, credit and cancel frames) until they are done.
 func (w *worker) readLoop() {
 	r := frame.NewReader(bufio.NewReaderSize(&frontReader{f: w.conn, q: &w.queue}, 256<<10))
-	// Requests are handed to threads once per batch of frames, after the STARTED frames for
-	// them are sent: the front holds one token per thread, so a request read here is taken by
-	// a thread soon, and saying so before the app runs means a crash inside the app is never
-	// retried on another worker.
-	var started []byte
+	// Requests are handed to threads once per batch of frames.
 	var batch []*task
 	for {
 		if len(batch) > 0 && !r.HasFrame() {
-			_ = w.out.Send(started) // a dead front ends this loop at the next read
 			w.queue.push(batch...)
 			w.queue.dispatch()
-			started, batch = started[:0], batch[:0]
+			batch = batch[:0]
 		}
 		f, err := r.Next()
 		if err != nil {
@@ -208,7 +210,6 @@ func (w *worker) readLoop() {
 			w.mu.Lock()
 			w.tasks[f.Stream] = t
 			w.mu.Unlock()
-			started = frame.AppendHeader(started, frame.Started, 0, f.Stream, 0)
 			batch = append(batch, t)
 		case frame.Body:
 			if t := w.task(f.Stream); t != nil {
