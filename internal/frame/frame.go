@@ -143,6 +143,7 @@ var ErrTooLarge = errors.New("frame: payload too large")
 type Reader struct {
 	br  *bufio.Reader
 	buf []byte
+	hdr [HeaderSize]byte // here rather than on the stack, where io.ReadFull would move it to the heap
 
 	// Alloc, when set, may return a buffer of length n for the payload of a frame of kind k;
 	// the payload is then read straight into it and belongs to the caller, saving a copy of
@@ -156,7 +157,7 @@ func NewReader(br *bufio.Reader) *Reader { return &Reader{br: br} }
 // Next reads the next frame. It returns io.EOF at a clean end between frames and
 // io.ErrUnexpectedEOF inside one.
 func (r *Reader) Next() (Frame, error) {
-	var h [HeaderSize]byte
+	h := &r.hdr
 	if _, err := io.ReadFull(r.br, h[:]); err != nil {
 		return Frame{}, err
 	}

@@ -116,6 +116,9 @@ func ParsePackedHead(p []byte, h *ResponseHead) error {
 	h.Status = p[:n]
 	count := int(binary.LittleEndian.Uint16(p[n:]))
 	p = p[n+2:]
+	if cap(h.Fields)-len(h.Fields) < count && count <= len(p)/6 { // a field takes at least 6 bytes
+		h.Fields = append(make([]HeadField, 0, len(h.Fields)+count), h.Fields...)
+	}
 	for i := 0; i < count; i++ {
 		if len(p) < 2 {
 			return fmt.Errorf("parse head: field %d name: %w", i, errShort)

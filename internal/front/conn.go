@@ -31,6 +31,12 @@ type conn struct {
 
 	envBuf  []byte
 	bodyBuf []byte
+	dw      deadlineWriter // what the pooled response buffer writes to
+
+	// Scratch of response.writeData, kept across the connection's requests.
+	batch []supervisor.Event // data events written together
+	iov   net.Buffers        // their bytes (and chunk framing), for one writev
+	hdrs  []byte             // the chunk-size lines iov points into
 }
 
 // flushingReader flushes pending response bytes before the connection blocks on reading, so a
@@ -49,7 +55,8 @@ func (r flushingReader) Read(p []byte) (int, error) {
 func (c *conn) out() *bufio.Writer {
 	if c.bw == nil {
 		c.bw = c.s.writers.Get().(*bufio.Writer)
-		c.bw.Reset(deadlineWriter{c.nc, c.s.cfg.WriteTimeout})
+		c.dw = deadlineWriter{c.nc, c.s.cfg.WriteTimeout}
+		c.bw.Reset(&c.dw) // a pointer: a struct in an interface would be allocated each time
 	}
 	return c.bw
 }
@@ -303,10 +310,6 @@ type response struct {
 	clientErr bool // a write to the client failed
 	ungranted int  // body bytes written since the last credit grant
 	cancelled bool
-
-	batch []supervisor.Event // data events written together
-	iov   net.Buffers        // their bytes (and chunk framing), for one writev
-	hdrs  []byte             // the chunk-size lines iov points into
 }
 
 func (r *response) run() bool {
@@ -329,10 +332,10 @@ func (r *response) run() bool {
 		case supervisor.EventHead:
 			r.writeHead(&e.Head)
 		case supervisor.EventData:
-			r.batch = r.st.MoreData(append(r.batch[:0], e))
-			r.writeData(r.batch)
-			for i := range r.batch {
-				r.st.Recycle(&r.batch[i])
+			r.c.batch = r.st.MoreData(append(r.c.batch[:0], e))
+			r.writeData(r.c.batch)
+			for i := range r.c.batch {
+				r.st.Recycle(&r.c.batch[i])
 			}
 			if !r.clientErr && !r.st.Pending() {
 				r.flush()
@@ -494,11 +497,11 @@ func (r *response) writeData(batch []supervisor.Event) {
 	if r.noBody || r.clientErr {
 		return
 	}
-	r.iov = r.iov[:0]
-	if need := len(batch) * maxChunkLine; cap(r.hdrs) < need {
-		r.hdrs = make([]byte, 0, need) // never grows below: the iov points into it
+	r.c.iov = r.c.iov[:0]
+	if need := len(batch) * maxChunkLine; cap(r.c.hdrs) < need {
+		r.c.hdrs = make([]byte, 0, need) // never grows below: the iov points into it
 	}
-	hdrs := r.hdrs[:0]
+	hdrs := r.c.hdrs[:0]
 	size := 0
 	for _, e := range batch {
 		p := e.Data
@@ -514,9 +517,9 @@ func (r *response) writeData(batch []supervisor.Event) {
 		if r.chunked {
 			n := len(hdrs)
 			hdrs = append(strconv.AppendInt(hdrs, int64(len(p)), 16), '\r', '\n')
-			r.iov = append(r.iov, hdrs[n:], p, crlf)
+			r.c.iov = append(r.c.iov, hdrs[n:], p, crlf)
 		} else {
-			r.iov = append(r.iov, p)
+			r.c.iov = append(r.c.iov, p)
 		}
 		size += len(p)
 	}
@@ -526,12 +529,12 @@ func (r *response) writeData(batch []supervisor.Event) {
 	var err error
 	if size < writevMin {
 		bw := r.c.out()
-		for _, p := range r.iov {
+		for _, p := range r.c.iov {
 			_, err = bw.Write(p) // a write error sticks: the last one reports it
 		}
 	} else if err = r.c.out().Flush(); err == nil { // the head, or earlier small chunks
 		_ = r.c.nc.SetWriteDeadline(time.Now().Add(r.c.s.cfg.WriteTimeout)) // a closed conn fails the write itself
-		iov := r.iov                                                        // WriteTo consumes its receiver
+		iov := r.c.iov                                                      // WriteTo consumes its receiver
 		_, err = iov.WriteTo(r.c.nc)
 	}
 	if err != nil {

@@ -47,13 +47,16 @@ type Stream struct {
 	// mu guards the fields that follow.
 	mu        sync.Mutex
 	events    []Event
+	first     [3]Event // the events array of a typical response (head, data, end), in place
 	ended     bool // EventEnd, EventFailed or EventRetry was queued
 	abandoned bool // the caller left: events are dropped
 	wake      chan struct{}
 }
 
 func newStream(id uint32, w *workerConn) *Stream {
-	return &Stream{id: id, w: w, wake: make(chan struct{}, 1)}
+	st := &Stream{id: id, w: w, wake: make(chan struct{}, 1)}
+	st.events = st.first[:0]
+	return st
 }
 
 // push queues an event without ever blocking the worker's reader; response bytes in the queue
@@ -88,9 +91,12 @@ func (st *Stream) NextTimeout(d time.Duration) Event {
 	for {
 		st.mu.Lock()
 		if len(st.events) > 0 {
+			// Shift rather than reslice, so the queue keeps its array: it is short, and
+			// streams would otherwise allocate a new one every few events.
 			e := st.events[0]
-			st.events[0] = Event{}
-			st.events = st.events[1:]
+			n := copy(st.events, st.events[1:])
+			st.events[n] = Event{}
+			st.events = st.events[:n]
 			st.mu.Unlock()
 			return e
 		}
@@ -143,10 +149,11 @@ func (st *Stream) MoreData(dst []Event) []Event {
 	n := 0
 	for n < len(st.events) && st.events[n].Kind == EventData {
 		dst = append(dst, st.events[n])
-		st.events[n] = Event{}
 		n++
 	}
-	st.events = st.events[n:]
+	left := copy(st.events, st.events[n:])
+	clear(st.events[left:])
+	st.events = st.events[:left]
 	return dst
 }
 
