@@ -159,15 +159,15 @@ func (w *Writer) fail(err error) {
 func (w *Writer) flushLocked() error {
 	w.mu.Lock()
 	buf := w.pending
-	w.pending = nil
 	err := w.err
-	w.mu.Unlock()
-	if err != nil {
+	if err != nil || len(buf) == 0 {
+		// Leave an empty buffer where it is: taking it would drop it, and the next
+		// sender would allocate a new one.
+		w.mu.Unlock()
 		return err
 	}
-	if len(buf) == 0 {
-		return nil
-	}
+	w.pending = nil
+	w.mu.Unlock()
 	if w.file != nil {
 		_, err = w.file.Write(buf) // loops over short writes
 	} else {
