@@ -228,7 +228,9 @@ func (s *Supervisor) dataBuffer(k frame.Kind, n int) []byte {
 	}
 	bp, _ := s.dataPool.Get().(*[]byte)
 	if bp == nil || cap(*bp) < n {
-		b := make([]byte, 0, max(n, frame.MaxData))
+		// Exactly n: apps stream chunks of one size, so pooled buffers fit the next ones,
+		// and a bigger buffer would hold memory no chunk uses.
+		b := make([]byte, 0, n)
 		bp = &b
 	}
 	return (*bp)[:n]
