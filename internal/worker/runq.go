@@ -84,11 +84,13 @@ func (q *runq) dispatch() {
 	}
 }
 
-// progress returns whether requests wait for a thread, and how many were taken so far.
-func (q *runq) progress() (waiting bool, taken uint64) {
+// progress returns whether requests wait while a thread is idle, and how many were taken so
+// far. Requests waiting while every thread is busy need no rescue: the first thread done
+// takes them before it sleeps.
+func (q *runq) progress() (stalled bool, taken uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.waiting() > 0, q.taken
+	return q.waiting() > 0 && len(q.idle) > 0, q.taken
 }
 
 // rescue wakes idle threads for every waiting request if none was taken since progress

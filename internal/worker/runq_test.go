@@ -120,9 +120,9 @@ func TestRunqRescue(t *testing.T) {
 	q.push(&task{id: 1}, &task{id: 2}, &task{id: 3})
 	q.dispatch()
 	next(t, got) // task 1, held: blocked
-	waiting, taken := q.progress()
-	if !waiting {
-		t.Fatal("tasks 2 and 3 should wait")
+	stalled, taken := q.progress()
+	if !stalled {
+		t.Fatal("tasks 2 and 3 wait while threads are idle: progress should say so")
 	}
 	if q.rescue(taken - 1); idleCount(&q) != 3 {
 		t.Fatal("rescue woke threads although a task was taken since")
@@ -145,6 +145,14 @@ func TestRunqRescue(t *testing.T) {
 	q.dispatch()
 	if tk := next(t, got); tk.t.id != 4 {
 		t.Fatalf("took task %d, want 4", tk.t.id)
+	}
+
+	// Every thread is busy now: a waiting request needs no rescue (the reader need not poll),
+	// since the first thread done takes it.
+	q.push(&task{id: 5})
+	q.dispatch()
+	if stalled, _ := q.progress(); stalled {
+		t.Fatal("progress reports a stall with no idle thread to wake")
 	}
 }
 

@@ -309,8 +309,8 @@ func frontConn(fd int) (*os.File, error) {
 	return os.NewFile(uintptr(fd), "front"), nil
 }
 
-// frontReader reads the socket from the front. While requests wait for a thread it wakes up
-// every rescueAfter to check that they make progress (see runq).
+// frontReader reads the socket from the front. While requests wait and a thread is idle, it
+// wakes up every rescueAfter to check that they make progress (see runq).
 type frontReader struct {
 	f *os.File
 	q *runq
@@ -318,8 +318,8 @@ type frontReader struct {
 
 func (r *frontReader) Read(p []byte) (int, error) {
 	for {
-		waiting, taken := r.q.progress()
-		if !waiting || waitReadable(int(r.f.Fd()), rescueAfter) {
+		stalled, taken := r.q.progress()
+		if !stalled || waitReadable(int(r.f.Fd()), rescueAfter) {
 			break
 		}
 		r.q.rescue(taken)
