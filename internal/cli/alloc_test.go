@@ -55,7 +55,7 @@ func TestFrontAllocsPerRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := front.New(front.Config{Listeners: []net.Listener{ln}, Logger: log}, sup)
+	srv := front.New(front.Config{Listeners: []net.Listener{ln}, Logger: log, Timeout: 30 * time.Second}, sup)
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan struct{})
 	go func() {

@@ -32,6 +32,7 @@ type conn struct {
 	envBuf  []byte
 	bodyBuf []byte
 	dw      deadlineWriter // what the pooled response buffer writes to
+	timer   *time.Timer    // stopped between waits for a worker (see waitTimer)
 
 	// Scratch of response.writeData, kept across the connection's requests.
 	batch []supervisor.Event // data events written together
@@ -48,6 +49,15 @@ func (r flushingReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return r.c.nc.Read(p)
+}
+
+// waitTimer returns the connection's timer for waits on a worker, stopped.
+func (c *conn) waitTimer() *time.Timer {
+	if c.timer == nil {
+		c.timer = time.NewTimer(time.Hour)
+		c.timer.Stop()
+	}
+	return c.timer
 }
 
 // out returns the connection's response buffer, taking one from the server's pool when the
@@ -314,7 +324,7 @@ type response struct {
 
 func (r *response) run() bool {
 	for {
-		e := r.st.NextTimeout(r.c.s.cfg.Timeout)
+		e := r.st.NextTimeout(r.c.s.cfg.Timeout, r.c.waitTimer())
 		switch e.Kind {
 		case supervisor.EventTimeout:
 			return r.timedOut()

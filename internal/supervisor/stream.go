@@ -48,8 +48,8 @@ type Stream struct {
 	mu        sync.Mutex
 	events    []Event
 	first     [3]Event // the events array of a typical response (head, data, end), in place
-	ended     bool // EventEnd, EventFailed or EventRetry was queued
-	abandoned bool // the caller left: events are dropped
+	ended     bool     // EventEnd, EventFailed or EventRetry was queued
+	abandoned bool     // the caller left: events are dropped
 	wake      chan struct{}
 }
 
@@ -83,11 +83,13 @@ func (st *Stream) push(e Event) {
 }
 
 // Next waits for the next event.
-func (st *Stream) Next() Event { return st.NextTimeout(0) }
+func (st *Stream) Next() Event { return st.NextTimeout(0, nil) }
 
 // NextTimeout waits at most d (0: forever) for the next event; EventTimeout says it ran out.
-func (st *Stream) NextTimeout(d time.Duration) Event {
-	var timeout <-chan time.Time
+// timer, if not nil, is a stopped timer of the caller's that the wait borrows instead of
+// making one: a connection lends the same timer to all its waits.
+func (st *Stream) NextTimeout(d time.Duration, timer *time.Timer) Event {
+	var timeout <-chan time.Time // armed: timer runs
 	for {
 		st.mu.Lock()
 		if len(st.events) > 0 {
@@ -98,13 +100,19 @@ func (st *Stream) NextTimeout(d time.Duration) Event {
 			st.events[n] = Event{}
 			st.events = st.events[:n]
 			st.mu.Unlock()
+			if timeout != nil {
+				timer.Stop()
+			}
 			return e
 		}
 		st.mu.Unlock()
 		if d > 0 && timeout == nil {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			timeout = t.C
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d) // since Go 1.23 no stale tick can follow a Stop or Reset
+			}
+			timeout = timer.C
 		}
 		select {
 		case <-st.wake:
