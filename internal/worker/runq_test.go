@@ -3,6 +3,8 @@ package worker
 import (
 	"testing"
 	"time"
+
+	"gowsgi/internal/frame"
 )
 
 // sleeper is a thread of the test: it takes tasks from q and reports them; it holds each task
@@ -178,4 +180,22 @@ func TestRunqClose(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("threads did not end after close")
 	}
+}
+
+// TestRequestBuffer: Request payloads get buffers of their own that tasks give back after the
+// app call; other frames use the reader's buffer.
+func TestRequestBuffer(t *testing.T) {
+	if b := requestBuffer(frame.Body, 100); b != nil {
+		t.Fatal("a Body frame got a request buffer")
+	}
+	b := requestBuffer(frame.Request, 10000)
+	if len(b) != 10000 {
+		t.Fatalf("request buffer of %d bytes, want 10000", len(b))
+	}
+	tk := newTask(1, b[:10], b[10:], true, b)
+	tk.release()
+	if tk.payload != nil || tk.env != nil || tk.body != nil {
+		t.Fatal("release left the task holding the buffer")
+	}
+	tk.release() // twice is harmless
 }

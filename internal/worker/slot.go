@@ -115,6 +115,7 @@ func (s *slot) serve(th *pybridge.Thread, t *task) {
 	defer s.w.forget(t.id)
 
 	res := th.Call(uint64(t.id), t.env, t.body, t.bodyEnd, s.upW, s.bodyR)
+	t.release() // Python has its own copies now
 	if res.HeadSent {
 		<-t.synced // everything write() sent is on its way, in order, before what follows
 	}

@@ -1,6 +1,10 @@
 package worker
 
-import "sync"
+import (
+	"sync"
+
+	"gowsgi/internal/frame"
+)
 
 // InitialCredit is how many response body bytes a stream may send before the front grants more;
 // it bounds the memory one streaming response can hold in both processes.
@@ -10,9 +14,10 @@ const InitialCredit = 512 << 10
 // credit and cancellation), the Python thread running it, and that thread's companion.
 type task struct {
 	id      uint32
-	env     []byte
+	env     []byte // the packed environ and the first body bytes, in payload, until release
 	body    []byte
 	bodyEnd bool
+	payload []byte
 
 	synced chan struct{} // the companion reached the end of the app call's up-pipe output
 
@@ -29,16 +34,42 @@ type task struct {
 	sleeper   int           // eventfd of the Python thread waiting in acquire, or -1
 }
 
-func newTask(id uint32, env, body []byte, bodyEnd bool) *task {
-	// The frame reader reuses its buffer: keep our own copy of environ and body.
-	buf := make([]byte, len(env)+len(body))
-	copy(buf, env)
-	copy(buf[len(env):], body)
+// newTask makes the task of a Request frame whose payload, read into a buffer from
+// requestBuffer, holds env and body; the task owns it until release.
+func newTask(id uint32, env, body []byte, bodyEnd bool, payload []byte) *task {
 	return &task{
-		id: id, env: buf[:len(env)], body: buf[len(env):], bodyEnd: bodyEnd,
+		id: id, env: env, body: body, bodyEnd: bodyEnd, payload: payload,
 		credit: InitialCredit, wake: make(chan struct{}, 1), synced: make(chan struct{}, 1),
 		bodyDone: bodyEnd, sleeper: -1,
 	}
+}
+
+// reqBufs recycles the buffers Request frames are read into: a request body (up to 64 KiB
+// travels with the request) would otherwise be a fresh allocation, and garbage, per request.
+var reqBufs sync.Pool // *[]byte
+
+// requestBuffer is the worker's frame.Reader.Alloc: Request payloads are read into recycled
+// buffers that the task keeps, instead of being copied out of the reader's.
+func requestBuffer(k frame.Kind, n int) []byte {
+	if k != frame.Request {
+		return nil
+	}
+	bp, _ := reqBufs.Get().(*[]byte)
+	if bp == nil || cap(*bp) < n {
+		b := make([]byte, 0, max(n, 4<<10))
+		bp = &b
+	}
+	return (*bp)[:n]
+}
+
+// release gives the request buffer back once the app call has made its own copies of the
+// environ and the first body bytes.
+func (t *task) release() {
+	if t.payload != nil {
+		b := t.payload[:0]
+		reqBufs.Put(&b)
+	}
+	t.payload, t.env, t.body = nil, nil, nil
 }
 
 func (t *task) signal() {

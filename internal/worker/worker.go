@@ -179,6 +179,7 @@ type worker struct {
 // serving the streams in flight (their body, credit and cancel frames) until they are done.
 func (w *worker) readLoop() {
 	r := frame.NewReader(bufio.NewReaderSize(&frontReader{f: w.conn, q: &w.queue}, 256<<10))
+	r.Alloc = requestBuffer
 	// Requests are handed to threads once per batch of frames.
 	var batch []*task
 	for {
@@ -206,7 +207,7 @@ func (w *worker) readLoop() {
 				w.stop(false)
 				return
 			}
-			t := newTask(f.Stream, env, body, f.Flags&frame.FlagEnd != 0)
+			t := newTask(f.Stream, env, body, f.Flags&frame.FlagEnd != 0, f.Payload)
 			w.mu.Lock()
 			w.tasks[f.Stream] = t
 			w.mu.Unlock()
