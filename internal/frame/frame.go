@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Version is the protocol version a worker announces in its READY frame. The front refuses a
@@ -206,4 +207,31 @@ func (f Frame) U32() (uint32, error) {
 		return 0, fmt.Errorf("frame %s: payload of %d bytes, want 4", f.Kind, len(f.Payload))
 	}
 	return binary.LittleEndian.Uint32(f.Payload), nil
+}
+
+// BufPool recycles payload buffers for Reader.Alloc: a payload read into one is owned by
+// whoever holds it, who gives it back with Put once done, so big or frequent payloads neither
+// allocate nor get copied out of the reader's buffer. The zero value is ready to use.
+type BufPool struct {
+	// MinCap is the least capacity of a new buffer, so that one fits the next payloads of
+	// about the same size; 0 makes buffers exactly as big as the payload that needed them.
+	MinCap int
+
+	pool sync.Pool // *[]byte
+}
+
+// Get returns a buffer of length n.
+func (p *BufPool) Get(n int) []byte {
+	bp, _ := p.pool.Get().(*[]byte)
+	if bp == nil || cap(*bp) < n {
+		b := make([]byte, 0, max(n, p.MinCap))
+		bp = &b
+	}
+	return (*bp)[:n]
+}
+
+// Put gives back a buffer from Get; it must not be used afterwards.
+func (p *BufPool) Put(b []byte) {
+	b = b[:0]
+	p.pool.Put(&b)
 }

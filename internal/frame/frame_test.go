@@ -357,3 +357,20 @@ func TestSharedCounter(t *testing.T) {
 		t.Fatal("an empty file was mapped as a counter")
 	}
 }
+
+// TestBufPool: buffers have the length asked for and at least MinCap of capacity.
+func TestBufPool(t *testing.T) {
+	p := BufPool{MinCap: 4096}
+	b := p.Get(100)
+	if len(b) != 100 || cap(b) < 4096 {
+		t.Fatalf("Get(100): len %d cap %d, want 100 and at least 4096", len(b), cap(b))
+	}
+	p.Put(b)
+	if b := p.Get(10000); len(b) != 10000 {
+		t.Fatalf("Get(10000): len %d", len(b))
+	}
+	var exact BufPool
+	if b := exact.Get(300); len(b) != 300 || cap(b) != 300 {
+		t.Fatalf("zero BufPool Get(300): len %d cap %d, want exactly 300", len(b), cap(b))
+	}
+}

@@ -229,19 +229,13 @@ func (st *Stream) isEnded() bool {
 const pooledData = 16 << 10
 
 // dataBuffer is the frame reader's Alloc: big Data payloads are read straight into pooled
-// buffers, which the event then carries without another copy.
+// buffers, which the event then carries without another copy. Pooled buffers are the chunk's
+// size: apps stream chunks of one size, and a bigger buffer would hold memory no chunk uses.
 func (s *Supervisor) dataBuffer(k frame.Kind, n int) []byte {
 	if k != frame.Data || n < pooledData {
 		return nil
 	}
-	bp, _ := s.dataPool.Get().(*[]byte)
-	if bp == nil || cap(*bp) < n {
-		// Exactly n: apps stream chunks of one size, so pooled buffers fit the next ones,
-		// and a bigger buffer would hold memory no chunk uses.
-		b := make([]byte, 0, n)
-		bp = &b
-	}
-	return (*bp)[:n]
+	return s.dataPool.Get(n)
 }
 
 // ownData returns a Data payload the event may keep: a pooled buffer from dataBuffer as it
@@ -257,8 +251,7 @@ func (s *Supervisor) ownData(p []byte) []byte {
 // used afterwards.
 func (st *Stream) Recycle(e *Event) {
 	if cap(e.Data) >= pooledData {
-		b := e.Data[:0]
-		st.w.sup.dataPool.Put(&b)
+		st.w.sup.dataPool.Put(e.Data)
 	}
 	e.Data = nil
 }

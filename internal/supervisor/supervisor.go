@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"gowsgi/internal/frame"
 )
 
 // Config says how to run workers. Zero durations take the documented defaults.
@@ -85,7 +87,7 @@ type Supervisor struct {
 	fatal    chan error    // an app-load failure at startup
 	procs    sync.WaitGroup
 
-	dataPool sync.Pool // *[]byte buffers for big body chunks (see copyData)
+	dataPool frame.BufPool // buffers for big body chunks (see dataBuffer)
 
 	// mu guards workers: every worker process started and not yet reaped.
 	mu      sync.Mutex

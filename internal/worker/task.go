@@ -46,7 +46,7 @@ func newTask(id uint32, env, body []byte, bodyEnd bool, payload []byte) *task {
 
 // reqBufs recycles the buffers Request frames are read into: a request body (up to 64 KiB
 // travels with the request) would otherwise be a fresh allocation, and garbage, per request.
-var reqBufs sync.Pool // *[]byte
+var reqBufs = frame.BufPool{MinCap: 4 << 10}
 
 // requestBuffer is the worker's frame.Reader.Alloc: Request payloads are read into recycled
 // buffers that the task keeps, instead of being copied out of the reader's.
@@ -54,20 +54,14 @@ func requestBuffer(k frame.Kind, n int) []byte {
 	if k != frame.Request {
 		return nil
 	}
-	bp, _ := reqBufs.Get().(*[]byte)
-	if bp == nil || cap(*bp) < n {
-		b := make([]byte, 0, max(n, 4<<10))
-		bp = &b
-	}
-	return (*bp)[:n]
+	return reqBufs.Get(n)
 }
 
 // release gives the request buffer back once the app call has made its own copies of the
 // environ and the first body bytes.
 func (t *task) release() {
 	if t.payload != nil {
-		b := t.payload[:0]
-		reqBufs.Put(&b)
+		reqBufs.Put(t.payload)
 	}
 	t.payload, t.env, t.body = nil, nil, nil
 }
