@@ -2,7 +2,10 @@ package tests
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -96,5 +99,35 @@ func TestStrayWriteAndInput(t *testing.T) {
 	wantStatus(t, resp, body, 200)
 	if got := string(body); got != "write: OSError, read: OSError" || strings.Contains(got, "LEAKED") {
 		t.Fatalf("stray calls: %q, want both to raise OSError", got)
+	}
+}
+
+// TestUnreadBodyLingeringClose: a response to a request whose body the app did not read, on a
+// connection that closes after it, must reach a client that sends its whole body before it
+// reads: closing with unread input would make the kernel reset the connection and drop the
+// response.
+func TestUnreadBodyLingeringClose(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t)
+	for i := 0; i < 3; i++ {
+		c := dial(t, s)
+		const size = 512 << 10 // past what travels with the request, within the linger bound
+		write(t, c, fmt.Sprintf("POST /single HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n", size))
+		for sent := 0; sent < size; sent += 16 << 10 {
+			if _, err := c.Write(bytes.Repeat([]byte("x"), 16<<10)); err != nil {
+				t.Fatalf("round %d: sending the body after %d bytes: %v", i, sent, err)
+			}
+			time.Sleep(time.Millisecond) // a client slower than the app
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
+		if err != nil {
+			t.Fatalf("round %d: the response was lost: %v", i, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("round %d: status %d, body %q, err %v", i, resp.StatusCode, body, err)
+		}
+		c.Close()
 	}
 }

@@ -32,6 +32,7 @@ type conn struct {
 	envBuf  []byte
 	bodyBuf []byte
 	dw      deadlineWriter // what the pooled response buffer writes to
+	linger  bool           // close with a lingering close (see close)
 	timer   *time.Timer    // stopped between waits for a worker (see waitTimer)
 
 	// Scratch of response.writeData, kept across the connection's requests.
@@ -120,7 +121,7 @@ func connInfo(nc net.Conn) wsgi.ConnInfo {
 
 func (c *conn) serve() {
 	defer c.s.forget(c)
-	defer c.nc.Close()
+	defer c.close()
 	defer c.releaseWriter() // nothing is left to say on a connection we end
 	for {
 		c.idle.Store(true)
@@ -140,6 +141,7 @@ func (c *conn) serve() {
 			if errors.As(err, &he) {
 				c.writeError(he.Status, he.Reason)
 				c.logAccess(nil, start, he.Status, 0)
+				c.linger = true // a body may follow the head we refused
 			}
 			return
 		}
@@ -221,10 +223,30 @@ func (c *conn) handle(req *http1.Request, start time.Time) bool {
 
 	c.envBuf = wsgi.AppendEnviron(c.envBuf[:0], req, &c.ci, &c.s.cfg.Environ)
 	r := response{c: c, req: req, body: body, start: start, prefix: prefix, bodyEnd: bodyEnd}
-	if !r.dispatch() {
-		return false
+	keep := r.dispatch() && r.run()
+	if !keep && !body.done && body.err == nil {
+		c.linger = true // the client may still be sending the body
 	}
-	return r.run()
+	return keep
+}
+
+// Lingering close bounds: how long, and how many bytes, a closing connection keeps reading.
+const (
+	lingerTimeout = time.Second
+	lingerBytes   = 1 << 20
+)
+
+// close ends the connection. When the client may still be sending a request body we did not
+// read, closing at once would make the kernel answer its data with a reset, which can destroy
+// the response before the client reads it; so the write side is shut first, and what comes
+// in is read and dropped until the client closes too, within lingerTimeout and lingerBytes
+// (what nginx calls lingering close).
+func (c *conn) close() {
+	if hc, ok := c.nc.(interface{ CloseWrite() error }); ok && c.linger && hc.CloseWrite() == nil {
+		_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		_, _ = io.CopyN(io.Discard, c.nc, lingerBytes) // ends at EOF, the deadline or the limit
+	}
+	_ = c.nc.Close() // nothing to do about an error on a connection we are done with
 }
 
 // maxDispatch bounds how often one request is sent again after its worker died before
@@ -254,6 +276,7 @@ func (c *conn) failBody(req *http1.Request, start time.Time, err error) bool {
 	if errors.As(err, &he) {
 		c.writeError(he.Status, he.Reason)
 		c.logAccess(req, start, he.Status, 0)
+		c.linger = true // the rest of a malformed body may still be on its way
 	}
 	return false
 }
