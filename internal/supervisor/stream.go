@@ -93,12 +93,8 @@ func (st *Stream) NextTimeout(d time.Duration, timer *time.Timer) Event {
 	for {
 		st.mu.Lock()
 		if len(st.events) > 0 {
-			// Shift rather than reslice, so the queue keeps its array: it is short, and
-			// streams would otherwise allocate a new one every few events.
 			e := st.events[0]
-			n := copy(st.events, st.events[1:])
-			st.events[n] = Event{}
-			st.events = st.events[:n]
+			st.dropFront(1)
 			st.mu.Unlock()
 			if timeout != nil {
 				timer.Stop()
@@ -159,10 +155,17 @@ func (st *Stream) MoreData(dst []Event) []Event {
 		dst = append(dst, st.events[n])
 		n++
 	}
+	st.dropFront(n)
+	return dst
+}
+
+// dropFront removes the first n queued events; st.mu must be held. It shifts rather than
+// reslices, so the queue keeps its array: it is short, and streams would otherwise allocate a
+// new one every few events.
+func (st *Stream) dropFront(n int) {
 	left := copy(st.events, st.events[n:])
 	clear(st.events[left:])
 	st.events = st.events[:left]
-	return dst
 }
 
 // Pending reports whether an event is waiting, so the caller can delay a flush.

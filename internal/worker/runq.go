@@ -94,8 +94,8 @@ func (q *runq) progress() (stalled bool, taken uint64) {
 }
 
 // rescue wakes idle threads for every waiting request if none was taken since progress
-// reported taken; it reports whether requests still wait.
-func (q *runq) rescue(taken uint64) bool {
+// reported taken.
+func (q *runq) rescue(taken uint64) {
 	q.mu.Lock()
 	var wake []*slot
 	if q.taken == taken {
@@ -107,12 +107,10 @@ func (q *runq) rescue(taken uint64) bool {
 			wake = append(wake, s)
 		}
 	}
-	waiting := q.waiting() > 0
 	q.mu.Unlock()
 	for _, s := range wake {
 		kick(s.efd)
 	}
-	return waiting
 }
 
 func (q *runq) waiting() int { return len(q.tasks) - q.head }
