@@ -1,11 +1,13 @@
-// Command gohello is the benchmark's baseline: a minimal Go net/http server answering
-// "Hello, World!" (13 bytes, text/plain) on every path. It is what a hello-world request
-// costs without Python, and the ceiling for the hello app.
+// Command gohello is the benchmark's baseline: a minimal Go net/http server answering every
+// path like one of the benchmark's apps, without Python. It is what the HTTP side of a
+// request costs alone, the ceiling for those apps.
 //
-//	gohello -b 127.0.0.1:8000
+//	gohello -b 127.0.0.1:8000              # hello: "Hello, World!" (13 bytes, text/plain)
+//	gohello -b 127.0.0.1:8000 -app stream  # stream: 1 MiB, written as 16 chunks of 64 KiB
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -18,21 +20,48 @@ import (
 	"time"
 )
 
-var body = []byte("Hello, World!")
+// hello and streamChunk are the bodies of bench/apps/hello.py and bench/apps/stream.py.
+var (
+	hello       = []byte("Hello, World!")
+	streamChunk = bytes.Repeat([]byte("x"), 64<<10)
+)
+
+const streamCount = 16
 
 func main() {
 	bind := flag.String("b", "127.0.0.1:8000", "listen address HOST:PORT")
+	app := flag.String("app", "hello", "the app to answer like: hello or stream")
 	flag.Parse()
 
-	length := strconv.Itoa(len(body))
-	srv := &http.Server{
-		Addr: *bind,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var handler http.HandlerFunc
+	switch *app {
+	case "hello":
+		length := strconv.Itoa(len(hello))
+		handler = func(w http.ResponseWriter, r *http.Request) {
 			h := w.Header()
 			h["Content-Type"] = []string{"text/plain"}
 			h["Content-Length"] = []string{length}
-			w.Write(body)
-		}),
+			w.Write(hello)
+		}
+	case "stream":
+		length := strconv.Itoa(len(streamChunk) * streamCount)
+		handler = func(w http.ResponseWriter, r *http.Request) {
+			h := w.Header()
+			h["Content-Type"] = []string{"application/octet-stream"}
+			h["Content-Length"] = []string{length}
+			for range streamCount {
+				if _, err := w.Write(streamChunk); err != nil {
+					return // the client went away
+				}
+			}
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "gohello: -app %q: want hello or stream\n", *app)
+		os.Exit(2)
+	}
+	srv := &http.Server{
+		Addr:              *bind,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       30 * time.Second,
 	}

@@ -16,7 +16,7 @@ var serverColors = map[string]string{
 	"uwsgi-http":       "#a1d99b",
 	"uwsgi-http11":     "#31a354",
 	"waitress":         "#bcbddc",
-	"go-net/http":      "#969696",
+	goBaseline:         "#969696",
 }
 
 // niceStep rounds v up to 1, 2, 2.5 or 5 × a power of ten.

@@ -363,7 +363,7 @@ func (h *harness) preflight() error {
 			need[h.env.UWSGI] = "uwsgi (scripts/deps.sh bench)"
 		case s.Name == "waitress":
 			need[h.env.Python] = "python3"
-		case s.Name == "go-net/http":
+		case s.Name == goBaseline:
 			need[h.env.GoHello] = "bench/gohello (scripts/bench.sh builds it)"
 		}
 	}

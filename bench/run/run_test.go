@@ -66,20 +66,27 @@ func TestSummaryChecksAndEncoding(t *testing.T) {
 		mk("gunicorn-gthread", 1, 100, 1), mk("go-net/http", 1, 400, 1),
 		{Rep: 1, Mode: "pinned", App: "hello", Server: "waitress", Failed: "boom"},
 	}
+	runs[4].Wrk.P99ms = 0.5 // the baseline is the ceiling, not a peer to compare latency with
 	set := Settings{Modes: []string{"pinned"}, Apps: []string{"hello"}, Servers: []string{"gowsgi", "gunicorn-gthread", "waitress", "go-net/http"}, Conns: 64}
 	res := buildResults(Meta{Started: "2026-01-01T00:00:00Z"}, set, runs, defs, apps)
 	g := find(res.Summary, "pinned", "hello", "gowsgi")
 	if g == nil || g.RPS != 200 || g.Reps != 3 {
 		t.Fatalf("gowsgi summary = %+v", g)
 	}
-	var ratio float64
+	var ratio, p99 float64
 	for _, c := range res.Checks {
-		if c.Name == "hello req/s ÷ gunicorn gthread" {
+		switch c.Name {
+		case "hello req/s ÷ gunicorn gthread":
 			ratio = c.Value
+		case "p99 latency ÷ best fair peer's p99":
+			p99 = c.Value
 		}
 	}
 	if ratio != 2 {
 		t.Errorf("hello ÷ gthread = %v, want 2", ratio)
+	}
+	if p99 != 1 {
+		t.Errorf("p99 ÷ best fair peer's = %v, want 1 (gunicorn-gthread's, not the Go baseline's)", p99)
 	}
 	res.sanitize()
 	js, err := encodeResults(res)
