@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -514,5 +515,100 @@ func TestBigChunksFraming(t *testing.T) {
 		if len(body) != mb<<20 || strings.Trim(string(body), "x") != "" {
 			t.Fatalf("%s: %d bytes, want %d bytes of x", target, len(body), mb<<20)
 		}
+	}
+}
+
+// TestSharedChunks streams distinct 64 KiB chunks, which travel from the worker to the front
+// in shared memory: every byte must arrive in order, including while clients leave mid-stream
+// and a worker dies mid-stream. Every buffer lent to a connection must come back: the front
+// unmaps a dead worker's buffers once the last one is freed, so in the end it maps exactly
+// the live worker's.
+func TestSharedChunks(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t, "--threads", "2")
+	check := func(c net.Conn, mb int) {
+		t.Helper()
+		br := bufio.NewReader(c)
+		write(t, c, headRequest("GET", "/big?vary=1&mb="+strconv.Itoa(mb)))
+		resp, body := readResponse(t, br, "GET")
+		wantStatus(t, resp, body, 200)
+		if len(body) != mb<<20 {
+			t.Fatalf("%d bytes, want %d", len(body), mb<<20)
+		}
+		for i := 0; i < len(body); i += 64 << 10 {
+			want := byte((i >> 16) % 251)
+			if b := body[i : i+64<<10]; bytes.Count(b, []byte{want}) != len(b) {
+				t.Fatalf("chunk %d is not 64 KiB of %d", i>>16, want)
+			}
+		}
+	}
+	mappings := func() int {
+		maps, err := os.ReadFile("/proc/" + strconv.Itoa(s.Pid) + "/maps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(maps), "gowsgi-chunks-")
+	}
+	if n := mappings(); n != 1 {
+		t.Fatalf("the front maps %d sets of shared chunks for its one worker", n)
+	}
+
+	c := dial(t, s)
+	check(c, 8)
+	// Clients that leave mid-stream: their connections drop the chunks still queued.
+	for i := 0; i < 16; i++ {
+		l := dial(t, s)
+		write(t, l, headRequest("GET", "/big?vary=1&mb=16"))
+		if _, err := io.ReadFull(l, make([]byte, 256<<10)); err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+	}
+	check(c, 4)
+
+	// Clients stalled mid-stream while their worker dies: their connections still hold
+	// buffers of the dead worker and write from them once the clients read again.
+	type stalledClient struct {
+		c    net.Conn
+		body io.Reader
+	}
+	stalled := make([]stalledClient, 2)
+	for i := range stalled {
+		l := dial(t, s)
+		write(t, l, headRequest("GET", "/big?vary=1&mb=16"))
+		resp, err := http.ReadResponse(bufio.NewReader(l), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(resp.Body, make([]byte, 128<<10)); err != nil {
+			t.Fatal(err)
+		}
+		stalled[i] = stalledClient{l, resp.Body}
+	}
+	workers, err := testenv.Descendants(s.Pid)
+	if err != nil || len(workers) != 1 {
+		t.Fatalf("workers under %d: %v, %v", s.Pid, workers, err)
+	}
+	time.Sleep(200 * time.Millisecond) // the worker fills the buffers the connections may take
+	syscall.Kill(workers[0], syscall.SIGKILL)
+	for _, l := range stalled {
+		// The response breaks off (the worker died); what did arrive is in order.
+		l.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, _ := io.ReadAll(l.body)
+		if len(got) >= 16<<20-128<<10 {
+			t.Errorf("stalled client got the whole body (%d bytes) from a worker killed mid-stream", len(got))
+		}
+		for i := 0; i+64<<10 <= len(got); i += 64 << 10 {
+			if want := byte(((i + 128<<10) >> 16) % 251); bytes.Count(got[i:i+64<<10], []byte{want}) != 64<<10 {
+				t.Fatalf("stalled client: chunk at %d is not 64 KiB of %d", i+128<<10, want)
+			}
+		}
+		l.c.Close()
+	}
+	c.Close()
+	c = dial(t, s)
+	check(c, 4) // the replacement worker serves
+	if !eventually(10*time.Second, func() bool { return mappings() == 1 }) {
+		t.Fatalf("the front still maps %d sets of shared chunks: a buffer was never freed", mappings())
 	}
 }

@@ -23,18 +23,8 @@ const counterSize = 8
 // NewSharedCounter creates a counter and returns it with the file to pass to the worker (see
 // MapSharedCounter); the caller closes the file once the worker has it.
 func NewSharedCounter() (*SharedCounter, *os.File, error) {
-	// An unlinked file on tmpfs is anonymous shared memory that can be handed to another
-	// process; memfd_create is not in package syscall.
-	dir := "/dev/shm"
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		dir = os.TempDir()
-	}
-	f, err := os.CreateTemp(dir, "gowsgi-counter-")
+	f, err := sharedFile("gowsgi-counter-")
 	if err != nil {
-		return nil, nil, fmt.Errorf("shared counter: %w", err)
-	}
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
 		return nil, nil, fmt.Errorf("shared counter: %w", err)
 	}
 	c, err := mapCounter(int(f.Fd()), true)
@@ -43,6 +33,24 @@ func NewSharedCounter() (*SharedCounter, *os.File, error) {
 		return nil, nil, err
 	}
 	return c, f, nil
+}
+
+// sharedFile creates an unlinked file on tmpfs: anonymous shared memory that can be handed to
+// another process (memfd_create is not in package syscall).
+func sharedFile(prefix string) (*os.File, error) {
+	dir := "/dev/shm"
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		dir = os.TempDir()
+	}
+	f, err := os.CreateTemp(dir, prefix)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // MapSharedCounter maps the counter the front passed as fd, which it then closes.

@@ -18,7 +18,7 @@ import (
 
 // Version is the protocol version a worker announces in its READY frame. The front refuses a
 // worker that speaks another version (a binary upgrade can briefly mix two builds).
-const Version = 2
+const Version = 3
 
 // HeaderSize is the size of a frame header in bytes.
 const HeaderSize = 10
@@ -69,6 +69,9 @@ const (
 	End
 	// Heartbeat tells the front the worker is alive.
 	Heartbeat
+	// DataShared carries response body bytes in a buffer of the worker's SharedChunks: u32
+	// buffer index and u32 length. The front frees the buffer once it has written them.
+	DataShared
 )
 
 // Flags modify a frame.
@@ -105,6 +108,8 @@ func (k Kind) String() string {
 		return "END"
 	case Heartbeat:
 		return "HEARTBEAT"
+	case DataShared:
+		return "DATA_SHARED"
 	}
 	return fmt.Sprintf("KIND(%d)", uint8(k))
 }

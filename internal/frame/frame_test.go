@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -255,6 +256,7 @@ func FuzzReader(f *testing.F) {
 	f.Add(AppendHeadFrame(nil, 1, 200, -1, AppendPackedHead(nil, []byte("200 OK"), []HeadField{{[]byte("A"), []byte("b")}})))
 	f.Add(AppendReady(nil, ReadyInfo{Version: 1, Threads: 2}))
 	f.Add(AppendFileFrame(nil, 1, 2, 3))
+	f.Add(AppendDataShared(nil, 1, 2, 3))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := NewReader(bufio.NewReader(bytes.NewReader(b)))
 		for {
@@ -269,6 +271,9 @@ func FuzzReader(f *testing.F) {
 			ParseRequest(fr.Payload)
 			ParseReady(fr.Payload)
 			ParseFileFrame(fr.Payload)
+			if i, n, err := ParseDataShared(fr.Payload); err == nil && !bytes.Equal(AppendDataShared(nil, fr.Stream, i, n)[HeaderSize:], fr.Payload) {
+				t.Fatalf("shared data frame does not round-trip")
+			}
 			fr.U32()
 			var h ResponseHead
 			if ParseHeadFrame(fr.Payload, &h) == nil {
@@ -372,5 +377,78 @@ func TestBufPool(t *testing.T) {
 	var exact BufPool
 	if b := exact.Get(300); len(b) != 300 || cap(b) != 300 {
 		t.Fatalf("zero BufPool Get(300): len %d cap %d, want exactly 300", len(b), cap(b))
+	}
+}
+
+func TestSharedChunks(t *testing.T) {
+	front, f, err := NewSharedChunks(4, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	worker, err := MapSharedChunks(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if worker.Count() != 4 || worker.Size() != 1000 {
+		t.Fatalf("worker sees %d buffers of %d bytes, want 4 of 1000", worker.Count(), worker.Size())
+	}
+	// A thread claims from its own range only, until it is exhausted.
+	a, b := worker.Claim(2, 4), worker.Claim(2, 4)
+	if a != 2 || b != 3 || worker.Claim(2, 4) != -1 {
+		t.Fatalf("claims in [2,4): %d, %d, then a third", a, b)
+	}
+	copy(worker.Buffer(a), "hello")
+	p, err := front.Lend(a, 5)
+	if err != nil || string(p) != "hello" {
+		t.Fatalf("front reads %q, %v", p, err)
+	}
+	if _, err := front.Lend(a, 5); err == nil {
+		t.Error("a buffer lent twice")
+	}
+	for _, bad := range [][2]int{{4, 1}, {-1, 1}, {0, 1001}} {
+		if _, err := front.Lend(bad[0], bad[1]); err == nil {
+			t.Errorf("Lend(%d, %d) accepted", bad[0], bad[1])
+		}
+	}
+	front.Free(a)
+	if got := worker.Claim(2, 4); got != a {
+		t.Fatalf("after Free(%d) the worker claims %d", a, got)
+	}
+	// The front's mapping outlives Close while a buffer is lent.
+	if _, err := front.Lend(b, 3); err != nil {
+		t.Fatal(err)
+	}
+	front.Close()
+	front.Close()                               // idempotent
+	if _, err := front.Lend(a, 1); err != nil { // still mapped
+		t.Fatal(err)
+	}
+	front.Free(a)
+	maps := func() int {
+		b, err := os.ReadFile("/proc/self/maps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), "gowsgi-chunks-")
+	}
+	if n := maps(); n != 2 { // the front's and the worker's, in this one process
+		t.Fatalf("%d mappings while a buffer is lent, want 2", n)
+	}
+	front.Free(b)
+	if n := maps(); n != 1 {
+		t.Fatalf("%d mappings after the last Free, want 1 (the worker's)", n)
+	}
+
+	short, _ := os.CreateTemp(t.TempDir(), "x")
+	short.Write(make([]byte, 100))
+	sfd, _ := syscall.Dup(int(short.Fd()))
+	short.Close()
+	if _, err := MapSharedChunks(sfd); err == nil {
+		t.Error("a file of 100 zero bytes mapped as shared chunks")
 	}
 }

@@ -159,6 +159,21 @@ func AppendFileFrame(dst []byte, stream uint32, offset, length int64) []byte {
 	return binary.LittleEndian.AppendUint64(dst, uint64(length))
 }
 
+// AppendDataShared appends a DataShared frame: n body bytes in shared buffer i.
+func AppendDataShared(dst []byte, stream uint32, i, n int) []byte {
+	dst = AppendHeader(dst, DataShared, 0, stream, 8)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(i))
+	return binary.LittleEndian.AppendUint32(dst, uint32(n))
+}
+
+// ParseDataShared decodes a DataShared payload.
+func ParseDataShared(p []byte) (i, n int, err error) {
+	if len(p) != 8 {
+		return 0, 0, fmt.Errorf("parse shared data frame: %w", errShort)
+	}
+	return int(binary.LittleEndian.Uint32(p)), int(binary.LittleEndian.Uint32(p[4:])), nil
+}
+
 // ParseFileFrame decodes a File payload.
 func ParseFileFrame(p []byte) (offset, length int64, err error) {
 	if len(p) != 16 {

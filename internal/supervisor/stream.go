@@ -34,6 +34,8 @@ type Event struct {
 	Length int64
 	N      int
 	Abort  bool
+
+	shared int // 1 + the index of the worker's shared buffer holding Data; 0: none
 }
 
 // Stream is one request in flight on one worker thread. Its methods are safe for concurrent
@@ -69,9 +71,7 @@ func (st *Stream) push(e Event) {
 	}
 	if drop {
 		st.mu.Unlock()
-		if e.File != nil {
-			e.File.Close()
-		}
+		st.discard(&e)
 		return
 	}
 	st.events = append(st.events, e)
@@ -129,10 +129,8 @@ func (st *Stream) Abandon() {
 	})
 	st.mu.Lock()
 	st.abandoned = true
-	for _, e := range st.events {
-		if e.File != nil {
-			e.File.Close()
-		}
+	for i := range st.events {
+		st.discard(&st.events[i])
 	}
 	st.events = nil
 	st.mu.Unlock()
@@ -253,8 +251,20 @@ func (s *Supervisor) ownData(p []byte) []byte {
 // Recycle gives the buffer of a data event back once its bytes are written; e must not be
 // used afterwards.
 func (st *Stream) Recycle(e *Event) {
-	if cap(e.Data) >= pooledData {
+	switch {
+	case e.shared != 0:
+		st.w.chunks.Free(e.shared - 1)
+		e.shared = 0
+	case cap(e.Data) >= pooledData:
 		st.w.sup.dataPool.Put(e.Data)
 	}
 	e.Data = nil
+}
+
+// discard lets go of what an event nobody will use holds: its file, its shared buffer.
+func (st *Stream) discard(e *Event) {
+	if e.File != nil {
+		e.File.Close()
+	}
+	st.Recycle(e)
 }

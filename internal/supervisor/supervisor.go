@@ -26,6 +26,7 @@ type Config struct {
 	Args    []string  // arguments that put it in worker mode
 	Env     []string  // the workers' full environment
 	Workers int       // how many to keep running
+	Threads int       // Python threads per worker (0: 1); each gets its own shared chunk buffers
 	Stdout  io.Writer // the workers' stdout
 	Stderr  io.Writer // the workers' stderr: the error log
 	Logger  *slog.Logger
@@ -59,6 +60,9 @@ func (c *Config) defaults() {
 	}
 	if c.Workers < 1 {
 		c.Workers = 1
+	}
+	if c.Threads < 1 {
+		c.Threads = 1
 	}
 }
 

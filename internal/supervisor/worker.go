@@ -28,6 +28,9 @@ type workerConn struct {
 	// requests sent, and is only touched inside the Writer's SendFunc, which serialises it.
 	taken *frame.SharedCounter
 	sent  uint64
+	// chunks carries big response body chunks (DataShared frames); connections writing from
+	// its buffers keep it mapped past the worker's end.
+	chunks *frame.SharedChunks
 
 	readyAt  atomic.Int64 // unix nanoseconds of READY; 0 while booting
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame received
@@ -53,6 +56,15 @@ type workerConn struct {
 // a pinned 1 MiB-stream benchmark served 30-50 % more responses and the worker switched
 // 4 times a response instead of 15; more than 1 MiB measured the same.
 const socketBuffer = 1 << 20
+
+// sharedPerThread and sharedChunkSize size a worker's SharedChunks: each thread gets 8
+// buffers of 64 KiB, the credit a stream starts with (512 KiB) in the chunk size apps
+// stream most. Chunks that do not fit, or find every buffer of their thread in use, take the
+// socket.
+const (
+	sharedPerThread = 8
+	sharedChunkSize = 64 << 10
+)
 
 // setSendBuffer sets a socket's send buffer, beyond net.core.wmem_max when the process may
 // (CAP_NET_ADMIN); otherwise the kernel caps it at wmem_max. A Unix stream socket charges
@@ -96,24 +108,34 @@ func (s *Supervisor) start() (*workerConn, error) {
 		theirs.Close()
 		return nil, err
 	}
+	chunks, chunksFile, err := frame.NewSharedChunks(s.cfg.Threads*sharedPerThread, sharedChunkSize)
+	if err != nil {
+		conn.Close()
+		theirs.Close()
+		taken.Close()
+		takenFile.Close()
+		return nil, err
+	}
 
 	cmd := exec.Command(s.cfg.Exe, s.cfg.Args...)
 	cmd.Env = s.cfg.Env
 	cmd.Stdout = s.cfg.Stdout
 	cmd.Stderr = s.cfg.Stderr
-	cmd.WaitDelay = 5 * time.Second                // a grandchild holding the log pipe must not hold us up
-	cmd.ExtraFiles = []*os.File{theirs, takenFile} // fds 3 and 4 in the worker
+	cmd.WaitDelay = 5 * time.Second                            // a grandchild holding the log pipe must not hold us up
+	cmd.ExtraFiles = []*os.File{theirs, takenFile, chunksFile} // fds 3, 4 and 5 in the worker
 	err = cmd.Start()
 	theirs.Close()
 	takenFile.Close()
+	chunksFile.Close()
 	if err != nil {
 		conn.Close()
 		taken.Close()
+		chunks.Close()
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	s.log.Info(fmt.Sprintf("Booting worker with pid: %d", cmd.Process.Pid))
 	w := &workerConn{sup: s, pid: cmd.Process.Pid, conn: conn, out: frame.NewWriter(conn),
-		streams: make(map[uint32]*Stream), proc: cmd.Process, taken: taken}
+		streams: make(map[uint32]*Stream), proc: cmd.Process, taken: taken, chunks: chunks}
 	w.lastSeen.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	s.workers[w] = struct{}{}
@@ -157,6 +179,7 @@ func (w *workerConn) serve(cmd *exec.Cmd) {
 	_ = w.out.Close() // the socket is gone; errors are expected
 	w.conn.Close()
 	_ = w.taken.Close() // nothing reads it after lost
+	w.chunks.Close()    // unmapped once the connections writing from it are done
 	code := cmd.ProcessState.ExitCode()
 	why := fmt.Sprintf("exit code %d", code)
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -291,6 +314,22 @@ func (w *workerConn) readLoop() {
 		case frame.Data:
 			if st := w.stream(f.Stream); st != nil {
 				st.push(Event{Kind: EventData, Data: w.sup.ownData(f.Payload)})
+			}
+		case frame.DataShared:
+			i, n, err := frame.ParseDataShared(f.Payload)
+			var p []byte
+			if err == nil {
+				p, err = w.chunks.Lend(i, n)
+			}
+			if err != nil {
+				log.Error(fmt.Sprintf("Worker %d: %v", w.pid, err))
+				return
+			}
+			e := Event{Kind: EventData, Data: p, shared: i + 1}
+			if st := w.stream(f.Stream); st != nil {
+				st.push(e)
+			} else {
+				w.chunks.Free(i)
 			}
 		case frame.File:
 			off, n, err := frame.ParseFileFrame(f.Payload)

@@ -29,6 +29,9 @@ type slot struct {
 
 	efd int // the thread sleeps on it while idle (runq)
 
+	chunkLo, chunkHi int // the thread's buffers in w.chunks
+	claimed          []claim
+
 	cur atomic.Pointer[task] // the task the thread is running, for the companion
 	th  atomic.Pointer[pybridge.Thread]
 
@@ -170,11 +173,15 @@ func (s *slot) stream(th *pybridge.Thread, t *task, res pybridge.Result) {
 			break // cancelled: the client is gone
 		}
 		done := res.Kind == pybridge.Done
-		// One copy, from the Python bytes straight into the writer's buffer; res.Data stays
-		// valid until the next call on th.
+		// One copy, from the Python bytes into shared buffers, or straight into the writer's
+		// buffer for what does not go there; res.Data stays valid until the next call on th.
+		rest := s.share(res.Data)
 		_ = s.w.out.SendFunc(func(dst []byte) []byte { // a dead front ends the reader
 			dst = append(dst, buf...)
-			dst = appendData(dst, t.id, res.Data)
+			for _, c := range s.claimed {
+				dst = frame.AppendDataShared(dst, t.id, c.i, c.n)
+			}
+			dst = appendData(dst, t.id, rest)
 			if done {
 				dst = frame.AppendHeader(dst, frame.End, 0, t.id, 0)
 			}
@@ -227,6 +234,35 @@ func (s *slot) sendFile(t *task, res pybridge.Result) {
 		return // the front is gone
 	}
 	s.send(frame.AppendHeader(nil, frame.End, 0, t.id, 0))
+}
+
+// claim is a shared buffer holding n bytes of a chunk.
+type claim struct{ i, n int }
+
+// sharedMin is the least chunk that goes through the shared buffers: smaller ones cost little
+// to copy into the socket, and coalesce there with the frames around them.
+const sharedMin = 16 << 10
+
+// share copies the leading pieces of a big chunk into free shared buffers of the thread,
+// recording them in s.claimed, and returns the rest, which goes through the socket.
+func (s *slot) share(p []byte) []byte {
+	s.claimed = s.claimed[:0]
+	if len(p) < sharedMin {
+		return p
+	}
+	for len(p) > 0 {
+		i := s.w.chunks.Claim(s.chunkLo, s.chunkHi)
+		if i < 0 {
+			break
+		}
+		n := copy(s.w.chunks.Buffer(i), p)
+		s.claimed = append(s.claimed, claim{i, n})
+		p = p[n:]
+		if len(p) < sharedMin {
+			break // a small tail: the socket
+		}
+	}
+	return p
 }
 
 func appendData(dst []byte, id uint32, p []byte) []byte {

@@ -34,6 +34,7 @@ const (
 type Options struct {
 	SocketFD     int          // the worker's end of the socketpair to the front
 	CounterFD    int          // the front's frame.SharedCounter of requests taken
+	ChunksFD     int          // the front's frame.SharedChunks for big body chunks
 	App          wsgi.AppSpec // what to import
 	AppName      string       // the spec as the user wrote it, for messages
 	Threads      int          // Python threads
@@ -86,9 +87,15 @@ func Run(opts Options) int {
 		log.Error("worker: " + err.Error())
 		return ExitBadSetup
 	}
+	chunks, err := frame.MapSharedChunks(opts.ChunksFD)
+	if err != nil {
+		log.Error("worker: " + err.Error())
+		return ExitBadSetup
+	}
 	w := &worker{
 		log:        log,
 		conn:       conn,
+		chunks:     chunks,
 		out:        frame.NewDirectWriter(conn),
 		tasks:      make(map[uint32]*task),
 		interrupts: make(chan *task, 1024),
@@ -156,9 +163,10 @@ func (w *worker) stop(graceful bool) {
 
 // worker is the state of a worker process.
 type worker struct {
-	log  *slog.Logger
-	conn *os.File
-	out  *frame.Writer
+	log    *slog.Logger
+	conn   *os.File
+	out    *frame.Writer
+	chunks *frame.SharedChunks // thread i claims buffers [i*n, (i+1)*n), n = Count / threads
 
 	// mu guards the fields that follow.
 	mu       sync.Mutex
@@ -273,11 +281,13 @@ func (w *worker) forget(id uint32) {
 // startThreads starts n Python threads and waits until each has its thread state.
 func (w *worker) startThreads(n int) error {
 	errs := make(chan error, n)
+	per := w.chunks.Count() / n
 	for i := 0; i < n; i++ {
 		s, err := newSlot(w)
 		if err != nil {
 			return fmt.Errorf("start Python thread %d: %w", i, err)
 		}
+		s.chunkLo, s.chunkHi = i*per, (i+1)*per
 		w.slots = append(w.slots, s)
 		w.threads.Add(1)
 		go s.run(errs)

@@ -287,10 +287,11 @@ def big(environ, start_response):
     if q.get("cl", "1") != "0":
         headers.append(("Content-Length", str(mb << 20)))
     start_response("200 OK", headers)
+    vary = q.get("vary") == "1"  # chunk i is 64 KiB of byte i % 251: reordering shows
 
     def gen():
-        for _ in range(mb * 16):
-            yield CHUNK_64K
+        for i in range(mb * 16):
+            yield bytes([i % 251]) * 65536 if vary else CHUNK_64K
 
     return gen()
 
