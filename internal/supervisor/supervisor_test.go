@@ -80,3 +80,11 @@ func TestSetSendBuffer(t *testing.T) {
 		t.Fatalf("send buffer %d after asking for %d (default %d), want at least %d", got, socketBuffer, before, want)
 	}
 }
+
+func TestSharedChunksPerWorker(t *testing.T) {
+	for _, c := range []struct{ threads, want int }{{1, 8}, {4, 32}, {8, 64}, {16, 64}, {32, 64}, {100, 100}} {
+		if got := sharedChunks(c.threads); got != c.want {
+			t.Errorf("%d threads: %d buffers, want %d", c.threads, got, c.want)
+		}
+	}
+}

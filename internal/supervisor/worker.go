@@ -57,13 +57,18 @@ type workerConn struct {
 // 4 times a response instead of 15; more than 1 MiB measured the same.
 const socketBuffer = 1 << 20
 
-// sharedPerThread and sharedChunkSize size a worker's SharedChunks: each thread gets 8
-// buffers of 64 KiB, the credit a stream starts with (512 KiB) in the chunk size apps
-// stream most. Chunks that do not fit, or find every buffer of their thread in use, take the
-// socket.
+// sharedChunks returns how many buffers of sharedChunkSize a worker with threads Python
+// threads gets: 8 per thread, the credit a stream starts with (512 KiB) in the chunk size apps
+// stream most, but no more than sharedMaxBuffers in all (and at least one per thread), so that
+// the many threads of an I/O-bound worker do not pin 64 KiB × 8 each. Chunks that do not fit,
+// or find every buffer of their thread in use, take the socket.
+func sharedChunks(threads int) int {
+	return threads * max(1, min(8, sharedMaxBuffers/threads))
+}
+
 const (
-	sharedPerThread = 8
-	sharedChunkSize = 64 << 10
+	sharedChunkSize  = 64 << 10
+	sharedMaxBuffers = 64 // 4 MiB per worker
 )
 
 // setSendBuffer sets a socket's send buffer, beyond net.core.wmem_max when the process may
@@ -108,7 +113,7 @@ func (s *Supervisor) start() (*workerConn, error) {
 		theirs.Close()
 		return nil, err
 	}
-	chunks, chunksFile, err := frame.NewSharedChunks(s.cfg.Threads*sharedPerThread, sharedChunkSize)
+	chunks, chunksFile, err := frame.NewSharedChunks(sharedChunks(s.cfg.Threads), sharedChunkSize)
 	if err != nil {
 		conn.Close()
 		theirs.Close()
