@@ -110,7 +110,7 @@ func (c *SharedChunks) setLayout(count, size int) {
 	c.data = c.mem[chunksDataOffset(count):]
 }
 
-// Count returns the number of buffers; Size the bytes each holds.
+// Count returns the number of buffers.
 func (c *SharedChunks) Count() int { return c.count }
 
 // Size returns the bytes each buffer holds.
@@ -147,9 +147,12 @@ func (c *SharedChunks) Lend(i, n int) ([]byte, error) {
 	return c.data[off : off+n : off+n], nil
 }
 
-// Free (front) gives buffer i back to the worker once its bytes are written or dropped.
+// Free (front) gives buffer i back to the worker once its bytes are written or dropped. Only
+// the first Free of a Lend counts: a second one must not drop a hold someone else has.
 func (c *SharedChunks) Free(i int) {
-	c.lent[i].Store(false)
+	if !c.lent[i].CompareAndSwap(true, false) {
+		return
+	}
 	c.state[i].Store(0)
 	c.unref()
 }

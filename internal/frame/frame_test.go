@@ -429,6 +429,7 @@ func TestSharedChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	front.Free(a)
+	front.Free(a) // a second Free of one Lend must not unmap under b's holder
 	maps := func() int {
 		b, err := os.ReadFile("/proc/self/maps")
 		if err != nil {
@@ -444,9 +445,17 @@ func TestSharedChunks(t *testing.T) {
 		t.Fatalf("%d mappings after the last Free, want 1 (the worker's)", n)
 	}
 
-	short, _ := os.CreateTemp(t.TempDir(), "x")
-	short.Write(make([]byte, 100))
-	sfd, _ := syscall.Dup(int(short.Fd()))
+	short, err := os.CreateTemp(t.TempDir(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := short.Write(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	sfd, err := syscall.Dup(int(short.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
 	short.Close()
 	if _, err := MapSharedChunks(sfd); err == nil {
 		t.Error("a file of 100 zero bytes mapped as shared chunks")
