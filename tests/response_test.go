@@ -519,8 +519,8 @@ func TestBigChunksFraming(t *testing.T) {
 }
 
 // TestSharedChunks streams distinct 64 KiB chunks, which travel from the worker to the front
-// in shared memory: every byte must arrive in order, including while clients leave mid-stream
-// and a worker dies mid-stream. Every buffer lent to a connection must come back: the front
+// in shared memory: every byte must arrive in order, including while clients leave mid-stream,
+// a worker dies mid-stream and a reload retires a worker mid-stream. Every buffer lent to a connection must come back: the front
 // unmaps a dead worker's buffers once the last one is freed, so in the end it maps exactly
 // the live worker's.
 func TestSharedChunks(t *testing.T) {
@@ -610,5 +610,39 @@ func TestSharedChunks(t *testing.T) {
 	check(c, 4) // the replacement worker serves
 	if !eventually(10*time.Second, func() bool { return mappings() == 1 }) {
 		t.Fatalf("the front still maps %d sets of shared chunks: a buffer was never freed", mappings())
+	}
+
+	// A reload while clients are stalled mid-stream: the retiring worker finishes their
+	// streams, which arrive whole and in order, and its buffers go once they are written.
+	for i := range stalled {
+		l := dial(t, s)
+		write(t, l, headRequest("GET", "/big?vary=1&mb=4"))
+		resp, err := http.ReadResponse(bufio.NewReader(l), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(resp.Body, make([]byte, 128<<10)); err != nil {
+			t.Fatal(err)
+		}
+		stalled[i] = stalledClient{l, resp.Body}
+	}
+	s.Signal(syscall.SIGHUP)
+	time.Sleep(time.Second) // the new worker boots and takes over; the old one keeps streaming
+	for _, l := range stalled {
+		l.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		got, err := io.ReadAll(l.body)
+		if err != nil || len(got) != 4<<20-128<<10 {
+			t.Fatalf("stalled client across a reload: %d bytes, %v; want the remaining %d", len(got), err, 4<<20-128<<10)
+		}
+		for i := 0; i < len(got); i += 64 << 10 {
+			if want := byte(((i + 128<<10) >> 16) % 251); bytes.Count(got[i:i+64<<10], []byte{want}) != 64<<10 {
+				t.Fatalf("stalled client across a reload: chunk at %d is not 64 KiB of %d", i+128<<10, want)
+			}
+		}
+		l.c.Close()
+	}
+	check(c, 1)
+	if !eventually(10*time.Second, func() bool { return mappings() == 1 }) {
+		t.Fatalf("after a reload the front still maps %d sets of shared chunks", mappings())
 	}
 }
