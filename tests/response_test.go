@@ -566,25 +566,46 @@ func TestSharedChunks(t *testing.T) {
 	}
 	check(c, 4)
 
-	// Clients stalled mid-stream while their worker dies: their connections still hold
-	// buffers of the dead worker and write from them once the clients read again.
+	// stall starts n clients on an mb MiB stream, reads the head and 128 KiB of each, and
+	// leaves them stalled; rest reads the remainder of one and checks its chunks are in order.
 	type stalledClient struct {
 		c    net.Conn
 		body io.Reader
 	}
-	stalled := make([]stalledClient, 2)
-	for i := range stalled {
-		l := dial(t, s)
-		write(t, l, headRequest("GET", "/big?vary=1&mb=16"))
-		resp, err := http.ReadResponse(bufio.NewReader(l), nil)
-		if err != nil {
-			t.Fatal(err)
+	const ahead = 128 << 10
+	stall := func(n, mb int) []stalledClient {
+		t.Helper()
+		out := make([]stalledClient, n)
+		for i := range out {
+			l := dial(t, s)
+			write(t, l, headRequest("GET", "/big?vary=1&mb="+strconv.Itoa(mb)))
+			resp, err := http.ReadResponse(bufio.NewReader(l), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(resp.Body, make([]byte, ahead)); err != nil {
+				t.Fatal(err)
+			}
+			out[i] = stalledClient{l, resp.Body}
 		}
-		if _, err := io.ReadFull(resp.Body, make([]byte, 128<<10)); err != nil {
-			t.Fatal(err)
-		}
-		stalled[i] = stalledClient{l, resp.Body}
+		return out
 	}
+	rest := func(l stalledClient, what string) ([]byte, error) {
+		t.Helper()
+		defer l.c.Close()
+		l.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		got, err := io.ReadAll(l.body)
+		for i := 0; i+64<<10 <= len(got); i += 64 << 10 {
+			if want := byte(((i + ahead) >> 16) % 251); bytes.Count(got[i:i+64<<10], []byte{want}) != 64<<10 {
+				t.Fatalf("%s: chunk at %d is not 64 KiB of %d", what, i+ahead, want)
+			}
+		}
+		return got, err
+	}
+
+	// Clients stalled mid-stream while their worker dies: their connections still hold
+	// buffers of the dead worker and write from them once the clients read again.
+	stalled := stall(2, 16)
 	workers, err := testenv.Descendants(s.Pid)
 	if err != nil || len(workers) != 1 {
 		t.Fatalf("workers under %d: %v, %v", s.Pid, workers, err)
@@ -593,17 +614,9 @@ func TestSharedChunks(t *testing.T) {
 	syscall.Kill(workers[0], syscall.SIGKILL)
 	for _, l := range stalled {
 		// The response breaks off (the worker died); what did arrive is in order.
-		l.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		got, _ := io.ReadAll(l.body)
-		if len(got) >= 16<<20-128<<10 {
+		if got, _ := rest(l, "stalled client of a killed worker"); len(got) >= 16<<20-ahead {
 			t.Errorf("stalled client got the whole body (%d bytes) from a worker killed mid-stream", len(got))
 		}
-		for i := 0; i+64<<10 <= len(got); i += 64 << 10 {
-			if want := byte(((i + 128<<10) >> 16) % 251); bytes.Count(got[i:i+64<<10], []byte{want}) != 64<<10 {
-				t.Fatalf("stalled client: chunk at %d is not 64 KiB of %d", i+128<<10, want)
-			}
-		}
-		l.c.Close()
 	}
 	c.Close()
 	c = dial(t, s)
@@ -614,32 +627,13 @@ func TestSharedChunks(t *testing.T) {
 
 	// A reload while clients are stalled mid-stream: the retiring worker finishes their
 	// streams, which arrive whole and in order, and its buffers go once they are written.
-	for i := range stalled {
-		l := dial(t, s)
-		write(t, l, headRequest("GET", "/big?vary=1&mb=4"))
-		resp, err := http.ReadResponse(bufio.NewReader(l), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(resp.Body, make([]byte, 128<<10)); err != nil {
-			t.Fatal(err)
-		}
-		stalled[i] = stalledClient{l, resp.Body}
-	}
+	stalled = stall(2, 4)
 	s.Signal(syscall.SIGHUP)
 	time.Sleep(time.Second) // the new worker boots and takes over; the old one keeps streaming
 	for _, l := range stalled {
-		l.c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		got, err := io.ReadAll(l.body)
-		if err != nil || len(got) != 4<<20-128<<10 {
-			t.Fatalf("stalled client across a reload: %d bytes, %v; want the remaining %d", len(got), err, 4<<20-128<<10)
+		if got, err := rest(l, "stalled client across a reload"); err != nil || len(got) != 4<<20-ahead {
+			t.Fatalf("stalled client across a reload: %d bytes, %v; want the remaining %d", len(got), err, 4<<20-ahead)
 		}
-		for i := 0; i < len(got); i += 64 << 10 {
-			if want := byte(((i + 128<<10) >> 16) % 251); bytes.Count(got[i:i+64<<10], []byte{want}) != 64<<10 {
-				t.Fatalf("stalled client across a reload: chunk at %d is not 64 KiB of %d", i+128<<10, want)
-			}
-		}
-		l.c.Close()
 	}
 	check(c, 1)
 	if !eventually(10*time.Second, func() bool { return mappings() == 1 }) {
