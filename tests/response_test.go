@@ -547,7 +547,7 @@ func TestSharedChunks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return strings.Count(string(maps), "gowsgi-chunks-")
+		return strings.Count(string(maps), "gowsgi-chunks")
 	}
 	if n := mappings(); n != 1 {
 		t.Fatalf("the front maps %d sets of shared chunks for its one worker", n)

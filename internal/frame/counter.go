@@ -23,7 +23,7 @@ const counterSize = 8
 // NewSharedCounter creates a counter and returns it with the file to pass to the worker (see
 // MapSharedCounter); the caller closes the file once the worker has it.
 func NewSharedCounter() (*SharedCounter, *os.File, error) {
-	f, err := sharedFile("gowsgi-counter-")
+	f, err := sharedFile("gowsgi-counter")
 	if err != nil {
 		return nil, nil, fmt.Errorf("shared counter: %w", err)
 	}
@@ -35,14 +35,25 @@ func NewSharedCounter() (*SharedCounter, *os.File, error) {
 	return c, f, nil
 }
 
-// sharedFile creates an unlinked file on tmpfs: anonymous shared memory that can be handed to
-// another process (memfd_create is not in package syscall).
-func sharedFile(prefix string) (*os.File, error) {
+// sharedFile returns an anonymous file in memory that can be mapped here and handed to another
+// process: a memfd, or where memfd_create is missing or refused, an unlinked file on /dev/shm
+// (whose mount may be small: a container's default is 64 MiB, and a write past it is a
+// SIGBUS). name shows in /proc/PID/maps.
+func sharedFile(name string) (*os.File, error) {
+	if fd, err := memfdCreate(name); err == nil {
+		return os.NewFile(uintptr(fd), name), nil
+	}
+	return tmpfsFile(name)
+}
+
+// tmpfsFile is sharedFile's fallback: an unlinked file on /dev/shm, or the temporary
+// directory if there is none.
+func tmpfsFile(name string) (*os.File, error) {
 	dir := "/dev/shm"
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		dir = os.TempDir()
 	}
-	f, err := os.CreateTemp(dir, prefix)
+	f, err := os.CreateTemp(dir, name+"-")
 	if err != nil {
 		return nil, err
 	}
@@ -51,6 +62,24 @@ func sharedFile(prefix string) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// memfdCreate is memfd_create(name, MFD_CLOEXEC), which package syscall does not wrap.
+func memfdCreate(name string) (int, error) {
+	nr := sysMemfdCreate // a variable: the constant is -1 where the call is unknown
+	if nr < 0 {
+		return -1, syscall.ENOSYS
+	}
+	p, err := syscall.BytePtrFromString(name)
+	if err != nil {
+		return -1, err
+	}
+	const mfdCloexec = 1
+	fd, _, errno := syscall.Syscall(uintptr(nr), uintptr(unsafe.Pointer(p)), mfdCloexec, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(fd), nil
 }
 
 // MapSharedCounter maps the counter the front passed as fd, which it then closes.

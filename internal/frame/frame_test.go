@@ -435,7 +435,7 @@ func TestSharedChunks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return strings.Count(string(b), "gowsgi-chunks-")
+		return strings.Count(string(b), "gowsgi-chunks")
 	}
 	if n := maps(); n != 2 { // the front's and the worker's, in this one process
 		t.Fatalf("%d mappings while a buffer is lent, want 2", n)
@@ -459,5 +459,31 @@ func TestSharedChunks(t *testing.T) {
 	short.Close()
 	if _, err := MapSharedChunks(sfd); err == nil {
 		t.Error("a file of 100 zero bytes mapped as shared chunks")
+	}
+}
+
+func TestSharedFile(t *testing.T) {
+	for name, open := range map[string]func(string) (*os.File, error){"memfd": sharedFile, "tmpfs": tmpfsFile} {
+		f, err := open("gowsgi-test")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := os.Stat(f.Name()); err == nil {
+			t.Errorf("%s: %s has a name in the file system", name, f.Name())
+		}
+		if err := f.Truncate(4096); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		mem, err := syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		mem[0] = 42
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, 0); err != nil || b[0] != 42 {
+			t.Errorf("%s: the file reads %v, %v after a store through the mapping", name, b, err)
+		}
+		syscall.Munmap(mem)
+		f.Close()
 	}
 }

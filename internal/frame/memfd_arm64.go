@@ -1,0 +1,6 @@
+package frame
+
+import "syscall"
+
+// sysMemfdCreate is memfd_create's number.
+const sysMemfdCreate = syscall.SYS_MEMFD_CREATE
