@@ -425,6 +425,12 @@ func (r *response) flush() {
 }
 
 // feedBody reads up to n more request body bytes for the app.
+// bodyAhead bounds the request body bytes sent to the worker for one of the app's reads.
+// A 100 MB upload to an app reading 64 KiB at a time took 0.48-0.56 s when each read cost a
+// round trip to the front and 0.38-0.42 s with 256 KiB (1 MiB measured the same), with 5
+// times less CPU in the front.
+const bodyAhead = 256 << 10
+
 func (r *response) feedBody(n int) {
 	if r.req.Expect100 && !r.sent100 && !r.headSent && !r.body.done {
 		r.sent100 = true
@@ -432,11 +438,11 @@ func (r *response) feedBody(n int) {
 			r.flush()
 		}
 	}
-	n = min(max(n, 1), 64<<10)
-	if cap(r.c.bodyBuf) < n {
-		r.c.bodyBuf = make([]byte, n)
-	}
-	buf := r.c.bodyBuf[:n]
+	// The app asked for n bytes (at most 1 MiB); what the client has already sent, up to
+	// bodyAhead, goes too and waits in the worker for the app's next reads: an upload then
+	// costs one round trip to the front per bodyAhead rather than per read.
+	buf := r.c.s.bodies.Get(max(min(n, 1<<20), bodyAhead))
+	defer r.c.s.bodies.Put(buf)
 	k, err := io.ReadAtLeast(r.body, buf, 1)
 	switch {
 	case err == nil:

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"gowsgi/internal/frame"
 	"gowsgi/internal/http1"
 	"gowsgi/internal/supervisor"
 	"gowsgi/internal/wsgi"
@@ -75,6 +76,9 @@ type Server struct {
 	date   atomic.Pointer[cachedDate]
 	// writers pools the connections' response buffers (*bufio.Writer, 16 KiB).
 	writers sync.Pool
+	// bodies pools the buffers request body bytes are read into for the app's reads
+	// (bodyAhead), so that a connection that once uploaded does not keep one.
+	bodies frame.BufPool
 
 	acceptors sync.WaitGroup // one goroutine per listener
 	conns     sync.WaitGroup // one goroutine per connection
