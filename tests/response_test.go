@@ -526,19 +526,20 @@ func TestBigChunksFraming(t *testing.T) {
 func TestSharedChunks(t *testing.T) {
 	t.Parallel()
 	s := startRaw(t, "--threads", "2")
-	check := func(c net.Conn, mb int) {
+	// check asks for mb MiB (query adds to the target) and checks every chunk is in order.
+	check := func(c net.Conn, query string, mb int) {
 		t.Helper()
 		br := bufio.NewReader(c)
-		write(t, c, headRequest("GET", "/big?vary=1&mb="+strconv.Itoa(mb)))
+		write(t, c, headRequest("GET", "/big?vary=1&mb="+strconv.Itoa(mb)+query))
 		resp, body := readResponse(t, br, "GET")
 		wantStatus(t, resp, body, 200)
 		if len(body) != mb<<20 {
-			t.Fatalf("%d bytes, want %d", len(body), mb<<20)
+			t.Fatalf("%s: %d bytes, want %d", query, len(body), mb<<20)
 		}
 		for i := 0; i < len(body); i += 64 << 10 {
 			want := byte((i >> 16) % 251)
 			if b := body[i : i+64<<10]; bytes.Count(b, []byte{want}) != len(b) {
-				t.Fatalf("chunk %d is not 64 KiB of %d", i>>16, want)
+				t.Fatalf("%s: chunk %d is not 64 KiB of %d", query, i>>16, want)
 			}
 		}
 	}
@@ -554,7 +555,8 @@ func TestSharedChunks(t *testing.T) {
 	}
 
 	c := dial(t, s)
-	check(c, 8)
+	check(c, "", 8)
+	check(c, "&write=1", 8) // write() output takes the shared buffers too
 	// Clients that leave mid-stream: their connections drop the chunks still queued.
 	for i := 0; i < 16; i++ {
 		l := dial(t, s)
@@ -564,7 +566,7 @@ func TestSharedChunks(t *testing.T) {
 		}
 		l.Close()
 	}
-	check(c, 4)
+	check(c, "", 4)
 
 	// stall starts n clients on an mb MiB stream, reads the head and 128 KiB of each, and
 	// leaves them stalled; rest reads the remainder of one and checks its chunks are in order.
@@ -620,7 +622,7 @@ func TestSharedChunks(t *testing.T) {
 	}
 	c.Close()
 	c = dial(t, s)
-	check(c, 4) // the replacement worker serves
+	check(c, "", 4) // the replacement worker serves
 	if !eventually(10*time.Second, func() bool { return mappings() == 1 }) {
 		t.Fatalf("the front still maps %d sets of shared chunks: a buffer was never freed", mappings())
 	}
@@ -635,7 +637,7 @@ func TestSharedChunks(t *testing.T) {
 			t.Fatalf("stalled client across a reload: %d bytes, %v; want the remaining %d", len(got), err, 4<<20-ahead)
 		}
 	}
-	check(c, 1)
+	check(c, "", 1)
 	if !eventually(10*time.Second, func() bool { return mappings() == 1 }) {
 		t.Fatalf("after a reload the front still maps %d sets of shared chunks", mappings())
 	}

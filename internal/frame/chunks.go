@@ -132,6 +132,11 @@ func (c *SharedChunks) Buffer(i int) []byte {
 	return c.data[i*c.size : (i+1)*c.size : (i+1)*c.size]
 }
 
+// Release (worker) gives back a buffer it claimed and will not name in a frame after all.
+func (c *SharedChunks) Release(i int) {
+	c.state[i].Store(0)
+}
+
 // Lend (front) returns the first n bytes of buffer i, which a DataShared frame named; they
 // stay valid until Free(i). A frame naming a buffer out of range, too long, or already lent
 // is a protocol error.

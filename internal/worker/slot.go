@@ -32,7 +32,8 @@ type slot struct {
 	chunkLo, chunkHi int // the thread's buffers in w.chunks
 	claimed          []claim
 
-	bodyPipeGrown bool // the companion enlarged the body pipe (see growBodyPipe)
+	// The companion enlarged the body pipe, the up pipe (see growPipe).
+	bodyPipeGrown, upPipeGrown bool
 
 	cur atomic.Pointer[task] // the task the thread is running, for the companion
 	th  atomic.Pointer[pybridge.Thread]
@@ -327,7 +328,7 @@ func (s *slot) feedBody(t *task, n int) {
 	}
 	if !s.bodyPipeGrown {
 		s.bodyPipeGrown = true
-		s.growBodyPipe()
+		growPipe(s.bodyW, pipeSize)
 	}
 	if !t.bodyPending() {
 		s.send(frame.AppendU32(nil, frame.WantBody, t.id, uint32(n)))
@@ -339,23 +340,24 @@ func (s *slot) feedBody(t *task, n int) {
 
 // replyBody answers the thread's body read: p (empty at the end of the body), or an abort
 // when !ok.
-// bodyPipeSize is the capacity the body pipe gets once its thread reads a request body past
-// the bytes that came with the request: the front sends up to 256 KiB per read (bodyAhead),
-// which crossed the default 64 KiB pipe in four rounds of write and read, each a thread
-// switch. A 100 MB upload: 0.32-0.37 s -> 0.27-0.29 s. Only threads that read bodies grow
-// their pipe: pipe capacity counts against the user's pipe-user-pages-soft limit.
-const bodyPipeSize = 512 << 10
+// pipeSize is the capacity a thread's body pipe gets once it carries a request body past the
+// bytes that came with the request, and its up pipe once it carries write() output. The front
+// sends up to 256 KiB of body per read (bodyAhead), which crossed the default 64 KiB pipe in
+// four rounds of write and read, each a thread switch: a 100 MB upload took 0.32-0.37 s and
+// 0.27-0.29 s with 512 KiB. Only threads that use a pipe grow it: pipe capacity counts
+// against the user's pipe-user-pages-soft limit.
+const pipeSize = 512 << 10
 
-// growBodyPipe enlarges the body pipe; where the kernel refuses (the user's limit), the
+// growPipe enlarges the pipe f is an end of; where the kernel refuses (the user's limit), the
 // default capacity only costs more rounds.
-func (s *slot) growBodyPipe() {
-	rc, err := s.bodyW.SyscallConn()
+func growPipe(f *os.File, size int) {
+	rc, err := f.SyscallConn()
 	if err != nil {
 		return
 	}
 	_ = rc.Control(func(fd uintptr) {
 		const fSetPipeSz = 1031 // F_SETPIPE_SZ, not in package syscall
-		_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, fd, fSetPipeSz, bodyPipeSize)
+		_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, fd, fSetPipeSz, uintptr(size))
 	})
 }
 
@@ -396,23 +398,53 @@ func (s *slot) writeHead(t *task, packed []byte) {
 // forwardData passes n bytes of write() output to the front, within the stream's credit, or
 // discards them when the stream failed or was cancelled (the thread must never block forever).
 func (s *slot) forwardData(t *task, r *bufio.Reader, n int64) error {
+	if !s.upPipeGrown {
+		s.upPipeGrown = true
+		growPipe(s.upR, pipeSize)
+	}
 	for n > 0 {
+		// A big piece goes into a shared buffer straight from the pipe; the rest is read
+		// into a frame.
 		k := min(n, frame.MaxData)
-		buf := make([]byte, k)
+		i := -1
+		if k >= sharedMin {
+			i = s.w.chunks.Claim(s.chunkLo, s.chunkHi)
+		}
+		var buf []byte
+		if i >= 0 {
+			k = min(k, int64(s.w.chunks.Size()))
+			buf = s.w.chunks.Buffer(i)[:k]
+		} else {
+			buf = make([]byte, k)
+		}
 		if _, err := io.ReadFull(r, buf); err != nil {
 			return err
 		}
 		n -= k
-		if t == nil {
+		if !s.mayForward(t, len(buf)) {
+			if i >= 0 {
+				s.w.chunks.Release(i)
+			}
 			continue
 		}
-		t.mu.Lock()
-		skip := t.failed || !t.headSent
-		t.mu.Unlock()
-		if skip || !t.acquire(len(buf), -1) {
-			continue
-		}
-		s.send(frame.Append(nil, frame.Data, 0, t.id, buf))
+		_ = s.w.out.SendFunc(func(dst []byte) []byte { // a dead front ends the reader
+			if i >= 0 {
+				return frame.AppendDataShared(dst, t.id, i, len(buf))
+			}
+			return frame.Append(dst, frame.Data, 0, t.id, buf)
+		})
 	}
 	return nil
+}
+
+// mayForward reports whether n bytes of write() output go to the front: the task is live, its
+// head went out, and it has credit (waited for).
+func (s *slot) mayForward(t *task, n int) bool {
+	if t == nil {
+		return false
+	}
+	t.mu.Lock()
+	skip := t.failed || !t.headSent
+	t.mu.Unlock()
+	return !skip && t.acquire(n, -1)
 }

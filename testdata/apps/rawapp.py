@@ -286,13 +286,17 @@ def big(environ, start_response):
     headers = [("Content-Type", "application/octet-stream")]
     if q.get("cl", "1") != "0":
         headers.append(("Content-Length", str(mb << 20)))
-    start_response("200 OK", headers)
+    write = start_response("200 OK", headers)
     vary = q.get("vary") == "1"  # chunk i is 64 KiB of byte i % 251: reordering shows
 
     def gen():
         for i in range(mb * 16):
             yield bytes([i % 251]) * 65536 if vary else CHUNK_64K
 
+    if q.get("write") == "1":  # through write() instead of the iterable
+        for chunk in gen():
+            write(chunk)
+        return []
     return gen()
 
 
