@@ -418,6 +418,9 @@ func (s *slot) forwardData(t *task, r *bufio.Reader, n int64) error {
 			buf = make([]byte, k)
 		}
 		if _, err := io.ReadFull(r, buf); err != nil {
+			if i >= 0 {
+				s.w.chunks.Release(i)
+			}
 			return err
 		}
 		n -= k
