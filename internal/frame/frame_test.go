@@ -402,6 +402,10 @@ func TestSharedChunks(t *testing.T) {
 	if a != 2 || b != 3 || worker.Claim(2, 4) != -1 {
 		t.Fatalf("claims in [2,4): %d, %d, then a third", a, b)
 	}
+	worker.Release(b) // claimed, never named in a frame
+	if got := worker.Claim(2, 4); got != b {
+		t.Fatalf("after Release(%d) the worker claims %d", b, got)
+	}
 	copy(worker.Buffer(a), "hello")
 	p, err := front.Lend(a, 5)
 	if err != nil || string(p) != "hello" {
