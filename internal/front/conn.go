@@ -29,11 +29,10 @@ type conn struct {
 	ci   wsgi.ConnInfo
 	idle atomic.Bool // waiting for the next request: safe to close when draining
 
-	envBuf  []byte
-	bodyBuf []byte
-	dw      deadlineWriter // what the pooled response buffer writes to
-	linger  bool           // close with a lingering close (see close)
-	timer   *time.Timer    // stopped between waits for a worker (see waitTimer)
+	envBuf []byte
+	dw     deadlineWriter // what the pooled response buffer writes to
+	linger bool           // close with a lingering close (see close)
+	timer  *time.Timer    // stopped between waits for a worker (see waitTimer)
 
 	// Scratch of response.writeData, kept across the connection's requests.
 	batch []supervisor.Event // data events written together
@@ -200,11 +199,10 @@ func (c *conn) handle(req *http1.Request, start time.Time) bool {
 		if !req.Chunked && req.ContentLength < int64(want) {
 			want = int(req.ContentLength)
 		}
-		if cap(c.bodyBuf) < want {
-			c.bodyBuf = make([]byte, want)
-		}
-		n, err := io.ReadFull(body, c.bodyBuf[:want])
-		prefix = c.bodyBuf[:n]
+		buf := c.s.prefixes.Get(want)
+		defer c.s.prefixes.Put(buf) // the request is over when handle returns
+		n, err := io.ReadFull(body, buf)
+		prefix = buf[:n]
 		switch {
 		case err == io.EOF || err == io.ErrUnexpectedEOF:
 			if body.err != nil || !body.done {

@@ -76,9 +76,10 @@ type Server struct {
 	date   atomic.Pointer[cachedDate]
 	// writers pools the connections' response buffers (*bufio.Writer, 16 KiB).
 	writers sync.Pool
-	// bodies pools the buffers request body bytes are read into for the app's reads
-	// (bodyAhead), so that a connection that once uploaded does not keep one.
-	bodies frame.BufPool
+	// prefixes and bodies pool the buffers request bodies are read into, before dispatch
+	// (Config.BodyPrefix) and for the app's reads (bodyAhead): a connection that once had a
+	// body does not keep a buffer for it while idle.
+	prefixes, bodies frame.BufPool
 
 	acceptors sync.WaitGroup // one goroutine per listener
 	conns     sync.WaitGroup // one goroutine per connection
@@ -94,6 +95,7 @@ func New(cfg Config, sup *supervisor.Supervisor) *Server {
 	cfg.defaults()
 	s := &Server{cfg: cfg, sup: sup, log: cfg.Logger, live: make(map[*conn]struct{})}
 	s.writers.New = func() any { return bufio.NewWriterSize(nil, 16<<10) }
+	s.prefixes.MinCap = cfg.BodyPrefix // one buffer fits every prefix
 	if cfg.AccessLog != nil {
 		s.access = newAccessLog(cfg.AccessLog)
 	}
