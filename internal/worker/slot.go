@@ -338,8 +338,6 @@ func (s *slot) feedBody(t *task, n int) {
 	s.replyBody(p, ok)
 }
 
-// replyBody answers the thread's body read: p (empty at the end of the body), or an abort
-// when !ok.
 // pipeSize is the capacity a thread's body pipe gets once it carries a request body past the
 // bytes that came with the request, and its up pipe once it carries write() output. The front
 // sends up to 256 KiB of body per read (bodyAhead), which crossed the default 64 KiB pipe in
@@ -361,6 +359,8 @@ func growPipe(f *os.File, size int) {
 	})
 }
 
+// replyBody answers the thread's body read: p (empty at the end of the body), or an abort
+// when !ok.
 func (s *slot) replyBody(p []byte, ok bool) {
 	var hdr [4]byte
 	v := uint32(len(p))
