@@ -333,31 +333,46 @@ func TestSlowloris(t *testing.T) {
 	}
 }
 
-// TestIdleKeepAlive3000: 3,000 idle keep-alive connections are held with bounded memory and
-// the server still answers.
-func TestIdleKeepAlive3000(t *testing.T) {
-	s := startRaw(t, "-w", "1", "--threads", "2", "--keep-alive", "60")
-	before, _ := testenv.RSS(s.Pid)
-	var conns []net.Conn
-	defer func() {
+// holdIdle opens n connections to s, makes one exchange on each, and leaves them open, idle
+// (closed when the test ends); it returns them with the front's RSS before and after.
+func holdIdle(t *testing.T, s *testenv.Server, n int, exchange func(c net.Conn) error) (conns []net.Conn, before, after int64) {
+	t.Helper()
+	t.Cleanup(func() {
 		for _, c := range conns {
 			c.Close()
 		}
-	}()
-	buf := make([]byte, 4096)
-	for i := 0; i < 3000; i++ {
+	})
+	before, _ = testenv.RSS(s.Pid)
+	for i := 0; i < n; i++ {
 		c, err := net.Dial("tcp", s.Addr)
 		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
 		conns = append(conns, c)
 		c.SetDeadline(time.Now().Add(ioTimeout))
-		c.Write([]byte("GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n"))
-		if n, err := c.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
-			t.Fatalf("connection %d: %q %v", i, buf[:n], err)
+		if err := exchange(c); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
 		}
 	}
-	after, _ := testenv.RSS(s.Pid)
+	after, _ = testenv.RSS(s.Pid)
+	return conns, before, after
+}
+
+// getOK sends a GET /status?code=200 on c and expects a 200.
+func getOK(c net.Conn) error {
+	buf := make([]byte, 4096)
+	c.Write([]byte("GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n"))
+	if n, err := c.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+		return fmt.Errorf("%q %v", buf[:n], err)
+	}
+	return nil
+}
+
+// TestIdleKeepAlive3000: 3,000 idle keep-alive connections are held with bounded memory and
+// the server still answers.
+func TestIdleKeepAlive3000(t *testing.T) {
+	s := startRaw(t, "-w", "1", "--threads", "2", "--keep-alive", "60")
+	conns, before, after := holdIdle(t, s, 3000, getOK)
 	if growth := after - before; growth > 96<<20 {
 		t.Errorf("front RSS grew by %d MiB for 3000 idle connections", growth>>20)
 	}
@@ -365,10 +380,8 @@ func TestIdleKeepAlive3000(t *testing.T) {
 	stillServes(t, s)
 	// The idle connections are still open and usable.
 	for _, i := range []int{0, 1500, 2999} {
-		c := conns[i]
-		c.Write([]byte("GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n"))
-		if n, err := c.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
-			t.Errorf("idle connection %d: %q %v", i, buf[:n], err)
+		if err := getOK(conns[i]); err != nil {
+			t.Errorf("idle connection %d: %v", i, err)
 		}
 	}
 }
@@ -377,36 +390,23 @@ func TestIdleKeepAlive3000(t *testing.T) {
 // it: 1000 of them, each after a 48 KiB POST, cost the front about what idle ones do.
 func TestIdleAfterBody(t *testing.T) {
 	s := startRaw(t, "-w", "1", "--threads", "2", "--keep-alive", "60")
-	before, _ := testenv.RSS(s.Pid)
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
 	body := strings.Repeat("b", 48<<10)
 	req := "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: " +
 		strconv.Itoa(len(body)) + "\r\n\r\n" + body
-	for i := 0; i < 1000; i++ {
-		c, err := net.Dial("tcp", s.Addr)
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		conns = append(conns, c)
-		c.SetDeadline(time.Now().Add(ioTimeout))
+	_, before, after := holdIdle(t, s, 1000, func(c net.Conn) error {
 		if _, err := c.Write([]byte(req)); err != nil {
-			t.Fatalf("connection %d: %v", i, err)
+			return err
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
+			return err
 		}
 		got, err := io.ReadAll(resp.Body)
 		if err != nil || resp.StatusCode != 200 || len(got) != len(body) {
-			t.Fatalf("connection %d: %s, %d bytes, %v", i, resp.Status, len(got), err)
+			return fmt.Errorf("%s, %d bytes, %v", resp.Status, len(got), err)
 		}
-	}
-	after, _ := testenv.RSS(s.Pid)
+		return nil
+	})
 	// Idle connections cost ~13 KiB each (TestIdleKeepAlive3000); a body buffer kept per
 	// connection would add 48 MiB here.
 	if growth := after - before; growth > 32<<20 {
