@@ -329,6 +329,17 @@ func TestReaderAlloc(t *testing.T) {
 	}
 }
 
+// handOver returns f's file as a worker receives it: a descriptor of its own, f closed.
+func handOver(t *testing.T, f *os.File) int {
+	t.Helper()
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return fd
+}
+
 // TestSharedCounter: what one mapping stores, another mapping of the same file (as in the
 // worker process) sees, and a file that is not a counter is refused.
 func TestSharedCounter(t *testing.T) {
@@ -337,12 +348,7 @@ func TestSharedCounter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	fd, err := syscall.Dup(int(f.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	other, err := MapSharedCounter(fd)
+	other, err := MapSharedCounter(handOver(t, f))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,9 +362,7 @@ func TestSharedCounter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	efd, _ := syscall.Dup(int(empty.Fd()))
-	empty.Close()
-	if _, err := MapSharedCounter(efd); err == nil {
+	if _, err := MapSharedCounter(handOver(t, empty)); err == nil {
 		t.Fatal("an empty file was mapped as a counter")
 	}
 }
@@ -385,12 +389,7 @@ func TestSharedChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd, err := syscall.Dup(int(f.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	worker, err := MapSharedChunks(fd)
+	worker, err := MapSharedChunks(handOver(t, f))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -456,12 +455,7 @@ func TestSharedChunks(t *testing.T) {
 	if _, err := short.Write(make([]byte, 100)); err != nil {
 		t.Fatal(err)
 	}
-	sfd, err := syscall.Dup(int(short.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	short.Close()
-	if _, err := MapSharedChunks(sfd); err == nil {
+	if _, err := MapSharedChunks(handOver(t, short)); err == nil {
 		t.Error("a file of 100 zero bytes mapped as shared chunks")
 	}
 }
