@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -134,6 +135,52 @@ func TestRequestTimeout(t *testing.T) {
 	r.Body.Close()
 	if r.StatusCode != 200 {
 		t.Errorf("after a timeout: %q, want 200", r.Status)
+	}
+}
+
+// TestKeepAliveTimeout: an idle keep-alive connection is closed --keep-alive after its last
+// response, however many requests it carried before (the front re-arms its deadlines only
+// when they move by more than a slack), and pauses shorter than that do not end it.
+func TestKeepAliveTimeout(t *testing.T) {
+	s := startRaw(t, "--keep-alive", "1")
+	c, err := net.Dial("tcp", s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	ask := func(what string) {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET /status?code=200 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %s", what, resp.Status)
+		}
+	}
+	for i := 0; i < 50; i++ {
+		ask(fmt.Sprintf("request %d in a row", i+1))
+	}
+	for i := 0; i < 3; i++ { // 1.8 s in all, each pause shorter than the timeout
+		time.Sleep(600 * time.Millisecond)
+		ask(fmt.Sprintf("request after pause %d", i+1))
+	}
+	start := time.Now()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = br.ReadByte()
+	idle := time.Since(start)
+	if err != io.EOF {
+		t.Fatalf("idle connection: read gave %v after %v, want EOF", err, idle)
+	}
+	if idle < 900*time.Millisecond || idle > 3*time.Second {
+		t.Errorf("idle connection closed after %v, want about 1s (--keep-alive 1)", idle)
 	}
 }
 

@@ -30,9 +30,10 @@ type conn struct {
 	idle atomic.Bool // waiting for the next request: safe to close when draining
 
 	envBuf []byte
-	dw     deadlineWriter // what the pooled response buffer writes to
-	linger bool           // close with a lingering close (see close)
-	timer  *time.Timer    // stopped between waits for a worker (see waitTimer)
+	rd, wd deadline              // the armed read and write deadlines
+	dw     deadlineWriter        // what the pooled response buffer writes to
+	linger bool                  // close with a lingering close (see close)
+	wait   *supervisor.WaitTimer // bounds the waits for a worker; nil until the first
 
 	// Scratch of response.writeData, kept across the connection's requests.
 	batch []supervisor.Event // data events written together
@@ -51,13 +52,12 @@ func (r flushingReader) Read(p []byte) (int, error) {
 	return r.c.nc.Read(p)
 }
 
-// waitTimer returns the connection's timer for waits on a worker, stopped.
-func (c *conn) waitTimer() *time.Timer {
-	if c.timer == nil {
-		c.timer = time.NewTimer(time.Hour)
-		c.timer.Stop()
+// waitTimer returns the connection's timer for waits on a worker.
+func (c *conn) waitTimer() *supervisor.WaitTimer {
+	if c.wait == nil {
+		c.wait = supervisor.NewWaitTimer()
 	}
-	return c.timer
+	return c.wait
 }
 
 // out returns the connection's response buffer, taking one from the server's pool when the
@@ -65,7 +65,7 @@ func (c *conn) waitTimer() *time.Timer {
 func (c *conn) out() *bufio.Writer {
 	if c.bw == nil {
 		c.bw = c.s.writers.Get().(*bufio.Writer)
-		c.dw = deadlineWriter{c.nc, c.s.cfg.WriteTimeout}
+		c.dw = deadlineWriter{c}
 		c.bw.Reset(&c.dw) // a pointer: a struct in an interface would be allocated each time
 	}
 	return c.bw
@@ -84,18 +84,46 @@ func (c *conn) releaseWriter() error {
 }
 
 // deadlineWriter sets a write deadline before each write to the client.
-type deadlineWriter struct {
-	nc      net.Conn
-	timeout time.Duration
-}
+type deadlineWriter struct{ c *conn }
 
 func (w deadlineWriter) Write(p []byte) (int, error) {
-	_ = w.nc.SetWriteDeadline(time.Now().Add(w.timeout)) // a closed conn fails the write itself
-	return w.nc.Write(p)
+	w.c.wd.arm(time.Now(), w.c.s.cfg.WriteTimeout)
+	return w.c.nc.Write(p)
+}
+
+// deadlineSlack is the fraction of a timeout by which an armed deadline may come early: a
+// deadline is re-armed only when that would move it by more (deadline.arm).
+const deadlineSlack = 64
+
+// deadline is one direction of a connection's deadline. Arming one takes a lock of the
+// runtime's timers, and a kept-alive connection would otherwise re-arm the same timeouts a few
+// times per request, for nothing while requests follow each other within milliseconds.
+type deadline struct {
+	set     func(time.Time) error // the conn's SetReadDeadline or SetWriteDeadline
+	timeout time.Duration         // armed: at+timeout; 0 when no deadline is armed
+	at      time.Time
+}
+
+func newDeadline(set func(time.Time) error) deadline { return deadline{set: set} }
+
+// arm makes the deadline now+d, unless the same timeout was armed less than d/deadlineSlack
+// ago: that deadline stays, at most d/deadlineSlack earlier than asked.
+func (dl *deadline) arm(now time.Time, d time.Duration) {
+	if d == dl.timeout && now.Sub(dl.at) < d/deadlineSlack {
+		return
+	}
+	_ = dl.set(now.Add(d)) // a closed conn fails the I/O itself
+	dl.timeout, dl.at = d, now
+}
+
+// clear removes the deadline.
+func (dl *deadline) clear() {
+	_ = dl.set(time.Time{})
+	dl.timeout = 0
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{s: s, nc: nc}
+	c := &conn{s: s, nc: nc, rd: newDeadline(nc.SetReadDeadline), wd: newDeadline(nc.SetWriteDeadline)}
 	// 4 KiB holds a typical request head; http1 copes with larger ones. Small matters here:
 	// every idle keep-alive connection keeps its read buffer.
 	c.br = bufio.NewReaderSize(flushingReader{c}, 4<<10)
@@ -127,13 +155,15 @@ func (c *conn) serve() {
 		if c.s.isDraining() {
 			return
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.KeepAlive))
+		c.rd.arm(time.Now(), c.s.cfg.KeepAlive)
 		if _, err := c.br.Peek(1); err != nil {
 			return // closed, idle too long, or drained
 		}
 		c.idle.Store(false)
 		start := time.Now()
-		_ = c.nc.SetReadDeadline(start.Add(c.s.cfg.HeaderTimeout))
+		if !headBuffered(c.br) { // else reading it cannot block
+			c.rd.arm(start, c.s.cfg.HeaderTimeout)
+		}
 		req, err := http1.ReadRequest(c.br, c.s.cfg.Limits)
 		if err != nil {
 			var he *http1.Error
@@ -172,7 +202,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	_ = b.c.nc.SetReadDeadline(time.Now().Add(b.c.s.cfg.BodyTimeout))
+	b.c.rd.arm(time.Now(), b.c.s.cfg.BodyTimeout)
 	n, err := b.r.Read(p)
 	if err == io.EOF {
 		b.done = true
@@ -241,10 +271,13 @@ const (
 // (what nginx calls lingering close).
 func (c *conn) close() {
 	if hc, ok := c.nc.(interface{ CloseWrite() error }); ok && c.linger && hc.CloseWrite() == nil {
-		_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		c.rd.arm(time.Now(), lingerTimeout)
 		_, _ = io.CopyN(io.Discard, c.nc, lingerBytes) // ends at EOF, the deadline or the limit
 	}
 	_ = c.nc.Close() // nothing to do about an error on a connection we are done with
+	if c.wait != nil {
+		c.wait.Stop() // it would keep the connection until it fires
+	}
 }
 
 // maxDispatch bounds how often one request is sent again after its worker died before
@@ -570,8 +603,8 @@ func (r *response) writeData(batch []supervisor.Event) {
 			_, err = bw.Write(p) // a write error sticks: the last one reports it
 		}
 	} else if err = r.c.out().Flush(); err == nil { // the head, or earlier small chunks
-		_ = r.c.nc.SetWriteDeadline(time.Now().Add(r.c.s.cfg.WriteTimeout)) // a closed conn fails the write itself
-		iov := r.c.iov                                                      // WriteTo consumes its receiver
+		r.c.wd.arm(time.Now(), r.c.s.cfg.WriteTimeout)
+		iov := r.c.iov // WriteTo consumes its receiver
 		_, err = iov.WriteTo(r.c.nc)
 	}
 	if err != nil {
@@ -621,7 +654,7 @@ func (r *response) sendFile(e supervisor.Event) {
 		r.cancel()
 		return
 	}
-	_ = r.c.nc.SetWriteDeadline(time.Time{})
+	r.c.wd.clear()
 	// io.Copy to a *net.TCPConn from an *os.File under a LimitedReader uses sendfile(2).
 	w, err := io.Copy(r.c.nc, io.LimitReader(e.File, n))
 	r.written += w
@@ -683,6 +716,12 @@ func (s *Server) httpDate() string {
 	d := &cachedDate{sec: now.Unix(), s: now.UTC().Format("Mon, 02 Jan 2006 15:04:05 GMT")}
 	s.date.Store(d)
 	return d.s
+}
+
+// headBuffered reports whether a whole request head is in br already.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, []byte("\r\n\r\n"))
 }
 
 // upgradeIsASCII reports whether the Upgrade and Sec-WebSocket-* headers of req are ASCII.

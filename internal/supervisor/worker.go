@@ -295,7 +295,9 @@ func (w *workerConn) readLoop() {
 			}
 			return
 		}
-		w.lastSeen.Store(time.Now().UnixNano())
+		if !r.HasFrame() { // once per batch: the heartbeat check counts in seconds
+			w.lastSeen.Store(time.Now().UnixNano())
+		}
 		switch f.Kind {
 		case frame.Ready:
 			info, err := frame.ParseReady(f.Payload)
