@@ -136,9 +136,9 @@ func (st *Stream) signal() {
 }
 
 // WaitTimer bounds the waits of one connection for its streams' events. It is one runtime
-// timer, moved later as the waits follow each other and left running between them: starting
-// and stopping a timer for every wait (a channel timer in a select) cost the front 1.7 µs per
-// request, pinned, more than any other part of the wait.
+// timer, moved later as the waits follow each other and left running between them: a channel
+// timer started and stopped for every wait, and selected on, went in and out of the runtime's
+// timer heap, under its locks, several times per request.
 type WaitTimer struct {
 	t *time.Timer // calls fire
 
