@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,7 +29,7 @@ func startSleepers(t *testing.T, q *runq, n int) <-chan took {
 	done := make(chan struct{}, n)
 	var all []*sleeper
 	for i := 0; i < n; i++ {
-		efd, err := newEventFD()
+		efd, err := newEventFD(false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -42,7 +44,7 @@ func startSleepers(t *testing.T, q *runq, n int) <-chan took {
 				}
 				got <- took{sl, tk}
 				<-sl.release
-				q.finished()
+				q.finished(sl.s)
 			}
 		}()
 	}
@@ -60,14 +62,20 @@ func startSleepers(t *testing.T, q *runq, n int) <-chan took {
 		for range got {
 		}
 	})
+	waitIdle(t, q, n)
+	return got
+}
+
+// waitIdle waits until n threads sleep in q.take.
+func waitIdle(t *testing.T, q *runq, n int) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for idleCount(q) != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d threads asleep", idleCount(q), n)
+			t.Fatalf("%d threads asleep, want %d", idleCount(q), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return got
 }
 
 func idleCount(q *runq) int {
@@ -198,4 +206,190 @@ func TestRequestBuffer(t *testing.T) {
 		t.Fatal("release left the task holding the buffer")
 	}
 	tk.release() // twice is harmless
+}
+
+// TestRunqPumpBeforeSleep: a thread out of requests reads the socket (pump) once before it
+// sleeps, and takes the requests that brings itself, without a wake-up.
+func TestRunqPumpBeforeSleep(t *testing.T) {
+	var q runq
+	var mu sync.Mutex
+	var socket []*task // what the front sent, unread
+	pumps := 0
+	q.pump = func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		pumps++
+		q.push(socket...)
+		socket = nil
+		return true
+	}
+	got := startSleepers(t, &q, 1) // pumped once, found nothing, asleep
+	q.push(&task{id: 1})
+	q.dispatch()
+	a := next(t, got)
+	mu.Lock()
+	socket = append(socket, &task{id: 2})
+	mu.Unlock()
+	a.by.release <- struct{}{}
+	if b := next(t, got); b.t.id != 2 || b.by != a.by {
+		t.Fatalf("took task %d, want 2, read by the thread that ran out of requests", b.t.id)
+	}
+	if n := idleCount(&q); n != 0 {
+		t.Fatalf("%d threads asleep: the thread slept before taking what the pump brought", n)
+	}
+	a.by.release <- struct{}{}
+	waitIdle(t, &q, 1) // once the pump brought nothing
+	mu.Lock()
+	defer mu.Unlock()
+	if pumps != 3 {
+		t.Errorf("%d pumps, want 3: one each time the thread ran out of requests", pumps)
+	}
+}
+
+// eventFDSet reports whether the non-blocking eventfd fd was kicked, resetting it.
+func eventFDSet(fd int) bool {
+	var buf [8]byte
+	n, _ := syscall.Read(fd, buf[:])
+	return n == 8
+}
+
+// TestRunqDuty: a thread out of requests whose calls are short takes the duty of reading the
+// socket (leader); data on the socket wakes it to read and run the requests (runner); the
+// watchdog gives the duty back to the reader when the runner stalls or the worker idles, a
+// wait for a frame takes it from a runner, and a thread with long calls never leads.
+func TestRunqDuty(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fds[0])
+	defer syscall.Close(fds[1])
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		t.Fatal(err)
+	}
+	rkick, err := newEventFD(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(rkick)
+	watchdog, err := newTimerFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(watchdog)
+
+	var q runq
+	var nextID uint32
+	q.sock, q.rkick, q.watchdog = fds[0], rkick, watchdog
+	q.pump = func() bool { // each byte on the socket is a request
+		var buf [64]byte
+		n, _ := syscall.Read(fds[0], buf[:])
+		for i := 0; i < n; i++ {
+			nextID++
+			q.push(&task{id: nextID})
+		}
+		return true
+	}
+	send := func(n int) {
+		t.Helper()
+		if _, err := syscall.Write(fds[1], make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := func() (duty, *slot) {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.duty, q.holder
+	}
+	waitDuty := func(want duty, what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if d, _ := state(); d == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				d, _ := state()
+				t.Fatalf("%s: duty %d, want %d", what, d, want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	got := startSleepers(t, &q, 2)
+	waitDuty(dutyLeader, "an idle thread with short calls")
+	_, leader := state()
+	if !eventFDSet(watchdog) {
+		time.Sleep(2 * watchdogTick)
+		if !eventFDSet(watchdog) {
+			t.Fatal("the watchdog does not tick while a thread has the duty")
+		}
+	}
+
+	send(2) // wakes the leader, which reads and runs both requests
+	a := next(t, got)
+	if a.t.id != 1 || a.by.s != leader {
+		t.Fatalf("request %d taken by another thread than the leader", a.t.id)
+	}
+	if d, h := state(); d != dutyRunner || h != leader {
+		t.Fatalf("duty %d after the leader took its requests, want the runner", d)
+	}
+	a.by.release <- struct{}{}
+	b := next(t, got)
+	if b.t.id != 2 || b.by != a.by {
+		t.Fatal("the runner did not take the second request of its batch itself")
+	}
+	q.watchdogFired() // a request was taken since the last tick: the runner keeps the duty
+	if d, _ := state(); d != dutyRunner {
+		t.Fatal("the watchdog took the duty from a runner that makes progress")
+	}
+	q.mu.Lock()
+	q.lastTake -= 2 * rescueAfter // as if request 2 blocked
+	q.mu.Unlock()
+	q.watchdogFired()
+	if d, _ := state(); d != dutyReader {
+		t.Fatal("the watchdog left the duty with a runner that took nothing for rescueAfter")
+	}
+	b.by.release <- struct{}{}
+	waitDuty(dutyLeader, "the runner out of requests")
+
+	q.watchdogFired() // nothing taken since the last tick: the worker idles
+	q.watchdogFired()
+	if d, _ := state(); d != dutyReader {
+		t.Fatal("the watchdog keeps ticking for an idle worker")
+	}
+
+	// The thread still watches the socket: it reads and runs what comes, without the duty,
+	// and takes the duty again when it runs out.
+	send(1)
+	c := next(t, got)
+	if st, _ := state(); st != dutyReader {
+		t.Fatalf("duty %d, want the reader's: the thread woke without the duty", st)
+	}
+	c.by.release <- struct{}{}
+	waitDuty(dutyLeader, "a thread out of requests again")
+	q.waitFrames(true)
+	q.napping.Store(true)
+	send(1)
+	d := next(t, got)
+	if st, _ := state(); st != dutyReader {
+		t.Fatalf("duty %d while a frame is awaited, want the reader", st)
+	}
+	if !eventFDSet(rkick) {
+		t.Error("the napping reader was not woken when the duty came back to it")
+	}
+	q.napping.Store(false)
+	q.waitFrames(false)
+
+	// A thread whose calls are long never leads.
+	q.mu.Lock()
+	for _, sl := range append(q.idle, d.by.s) {
+		sl.avgCall = 2 * leadBelow
+	}
+	q.mu.Unlock()
+	d.by.release <- struct{}{}
+	waitIdle(t, &q, 2)
+	if st, _ := state(); st != dutyReader {
+		t.Errorf("duty %d with only slow threads, want the reader", st)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"gowsgi/internal/frame"
 	"gowsgi/internal/pybridge"
@@ -31,6 +32,9 @@ type slot struct {
 
 	chunkLo, chunkHi int // the thread's buffers in w.chunks
 	claimed          []claim
+
+	// runq's, under its mu: when the thread took its request, and its calls' running average.
+	took, avgCall time.Duration
 
 	// The companion enlarged the body pipe, the up pipe (see growPipe).
 	bodyPipeGrown, upPipeGrown bool
@@ -69,7 +73,7 @@ func newSlot(w *worker) (*slot, error) {
 		syscall.Close(upW)
 		return nil, err
 	}
-	efd, err := newEventFD()
+	efd, err := newEventFD(false)
 	if err != nil {
 		upR.Close()
 		syscall.Close(upW)
@@ -111,7 +115,7 @@ func (s *slot) run(started chan<- error) {
 			return
 		}
 		s.serve(th, t)
-		s.w.queue.finished()
+		s.w.queue.finished(s)
 	}
 }
 

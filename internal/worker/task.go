@@ -20,6 +20,7 @@ type task struct {
 	payload []byte
 
 	synced chan struct{} // the companion reached the end of the app call's up-pipe output
+	q      *runq         // told of waits for frames (nil in tests)
 
 	// mu guards the fields that follow.
 	mu        sync.Mutex
@@ -132,11 +133,21 @@ func (t *task) acquire(n int, efd int) bool {
 			t.sleeper = efd
 		}
 		t.mu.Unlock()
+		t.waitFrames(true)
 		if efd >= 0 {
 			sleepOn(efd) // a signal after the unlock leaves the eventfd readable
 		} else {
 			<-t.wake
 		}
+		t.waitFrames(false)
+	}
+}
+
+// waitFrames tells the queue that the task waits for a frame from the front (credit, body),
+// which the reader must not nap through.
+func (t *task) waitFrames(on bool) {
+	if t.q != nil {
+		t.q.waitFrames(on)
 	}
 }
 
@@ -165,7 +176,9 @@ func (t *task) takeBody(n int) (p []byte, ok bool) {
 			return nil, true
 		}
 		t.mu.Unlock()
+		t.waitFrames(true)
 		<-t.wake
+		t.waitFrames(false)
 	}
 }
 

@@ -102,6 +102,17 @@ func Run(opts Options) int {
 		end:        make(chan bool, 1),
 	}
 	w.queue.shared = taken
+	if w.rkick, err = newEventFD(true); err != nil {
+		log.Error("worker: " + err.Error())
+		return ExitBadSetup
+	}
+	w.r = frame.NewReader(bufio.NewReaderSize(w.conn, 256<<10))
+	w.r.Alloc = requestBuffer
+	if w.queue.watchdog, err = newTimerFD(); err != nil {
+		log.Error("worker: " + err.Error())
+		return ExitBadSetup
+	}
+	w.queue.pump, w.queue.rkick, w.queue.sock = w.tryPump, w.rkick, int(w.conn.Fd())
 	go w.interrupter()
 	if err := w.startThreads(opts.Threads); err != nil {
 		log.Error("worker: " + err.Error())
@@ -177,27 +188,90 @@ type worker struct {
 	endOnce   sync.Once
 	finishing atomic.Bool // drained: finalizing Python
 
+	// rmu is held by whoever reads the socket from the front (readLoop, or a thread through
+	// runq's pump), and guards the fields that follow.
+	rmu   sync.Mutex
+	r     *frame.Reader
+	batch []*task // requests read, not yet queued
+
+	readDone atomic.Bool // the connection from the front ended, or broke the protocol
+	rkick    int         // eventfd that wakes readLoop from a nap (runq.readerNap)
+
 	queue      runq           // requests waiting for a free Python thread
 	interrupts chan *task     // timed-out requests for the interrupter
 	threads    sync.WaitGroup // the Python thread goroutines
 	slots      []*slot
 }
 
-// readLoop dispatches frames from the front until the connection ends. After Shutdown it keeps
-// serving the streams in flight (their body, credit and cancel frames) until they are done.
+// readLoop reads the frames from the front until the connection ends, whenever it has the
+// duty of reading the socket (see runq); while a thread has it, readLoop naps. After Shutdown
+// it keeps serving the streams in flight (their body, credit and cancel frames) until they are
+// done.
 func (w *worker) readLoop() {
-	r := frame.NewReader(bufio.NewReaderSize(&frontReader{f: w.conn, q: &w.queue}, 256<<10))
-	r.Alloc = requestBuffer
-	// Requests are handed to threads once per batch of frames.
-	var batch []*task
-	for {
-		if len(batch) > 0 && !r.HasFrame() {
-			w.queue.push(batch...)
-			w.queue.dispatch()
-			batch = batch[:0]
+	fd := int(w.conn.Fd())
+	for !w.readDone.Load() {
+		if w.queue.readerNap() {
+			pollFor(-1, -1, w.rkick, w.queue.watchdog)
+			w.queue.napping.Store(false)
+			drainFD(w.rkick)
+			if drainFD(w.queue.watchdog) {
+				w.queue.watchdogFired()
+			}
+			continue
 		}
-		f, err := r.Next()
+		stalled, taken := w.queue.progress()
+		d := time.Duration(-1)
+		if stalled {
+			d = rescueAfter
+		}
+		readable := pollFor(d, fd, w.rkick)
+		drainFD(w.rkick)
+		if !readable {
+			if stalled && w.queue.sinceTake() >= rescueAfter {
+				w.queue.rescue(taken) // no request taken for a while: wake idle threads for the rest
+			}
+			continue
+		}
+		if w.queue.readerNap() { // a thread took the duty, and reads this
+			w.queue.napping.Store(false)
+			continue
+		}
+		w.rmu.Lock()
+		ok := w.pump()
+		w.rmu.Unlock()
+		if !ok {
+			return
+		}
+		w.queue.dispatch()
+	}
+}
+
+// tryPump is runq's pump: it reads what the front sent, unless another reader is at it, and
+// reports whether the connection is still up.
+func (w *worker) tryPump() bool {
+	if !w.rmu.TryLock() {
+		return !w.readDone.Load()
+	}
+	defer w.rmu.Unlock()
+	if !w.pump() {
+		kick(w.rkick) // the reader ends too
+		return false
+	}
+	return true
+}
+
+// pump reads and handles the frames the front has sent, without waiting for more unless a
+// frame is cut short, and queues the requests among them; dispatching them is the caller's
+// business. It reports false once the connection is done. rmu must be held.
+func (w *worker) pump() bool {
+	fd := int(w.conn.Fd())
+	for !w.readDone.Load() && (w.r.HasFrame() || pollFor(0, fd)) {
+		f, err := w.r.Next()
+		if err == nil {
+			err = w.handle(f)
+		}
 		if err != nil {
+			w.readDone.Store(true)
 			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
 				w.log.Error("worker: read from front", "err", err)
 			}
@@ -205,61 +279,67 @@ func (w *worker) readLoop() {
 				os.Exit(ExitOK) // the front is gone while we finalize: nobody waits for us
 			}
 			w.stop(false)
-			return
-		}
-		switch f.Kind {
-		case frame.Request:
-			env, body, err := frame.ParseRequest(f.Payload)
-			if err != nil {
-				w.log.Error("worker: bad request frame", "err", err)
-				w.stop(false)
-				return
-			}
-			t := newTask(f.Stream, env, body, f.Flags&frame.FlagEnd != 0, f.Payload)
-			w.mu.Lock()
-			w.tasks[f.Stream] = t
-			w.mu.Unlock()
-			batch = append(batch, t)
-		case frame.Body:
-			if t := w.task(f.Stream); t != nil {
-				t.deliverBody(append([]byte(nil), f.Payload...), f.Flags&frame.FlagEnd != 0)
-			}
-		case frame.Credit:
-			n, err := f.U32()
-			if err != nil {
-				w.log.Error("worker: bad credit frame", "err", err)
-				w.stop(false)
-				return
-			}
-			if t := w.task(f.Stream); t != nil {
-				t.addCredit(int64(n))
-			}
-		case frame.Cancel:
-			if t := w.task(f.Stream); t != nil {
-				t.cancel()
-			}
-		case frame.Interrupt:
-			if t := w.task(f.Stream); t != nil {
-				select {
-				case w.interrupts <- t:
-				default:
-					w.log.Warn("worker: too many pending interrupts; dropping one", "stream", f.Stream)
-				}
-			}
-		case frame.Shutdown:
-			w.mu.Lock()
-			w.draining = true
-			idle := len(w.tasks) == 0
-			w.mu.Unlock()
-			if idle {
-				w.stop(true)
-			}
-		default:
-			w.log.Error("worker: unexpected frame from front", "kind", f.Kind)
-			w.stop(false)
-			return
+			return false
 		}
 	}
+	if len(w.batch) > 0 {
+		w.queue.push(w.batch...)
+		clear(w.batch)
+		w.batch = w.batch[:0]
+	}
+	return !w.readDone.Load()
+}
+
+// handle acts on one frame from the front; an error ends the worker.
+func (w *worker) handle(f frame.Frame) error {
+	switch f.Kind {
+	case frame.Request:
+		env, body, err := frame.ParseRequest(f.Payload)
+		if err != nil {
+			return fmt.Errorf("bad request frame: %w", err)
+		}
+		t := newTask(f.Stream, env, body, f.Flags&frame.FlagEnd != 0, f.Payload)
+		t.q = &w.queue
+		w.mu.Lock()
+		w.tasks[f.Stream] = t
+		w.mu.Unlock()
+		w.batch = append(w.batch, t)
+	case frame.Body:
+		if t := w.task(f.Stream); t != nil {
+			t.deliverBody(append([]byte(nil), f.Payload...), f.Flags&frame.FlagEnd != 0)
+		}
+	case frame.Credit:
+		n, err := f.U32()
+		if err != nil {
+			return fmt.Errorf("bad credit frame: %w", err)
+		}
+		if t := w.task(f.Stream); t != nil {
+			t.addCredit(int64(n))
+		}
+	case frame.Cancel:
+		if t := w.task(f.Stream); t != nil {
+			t.cancel()
+		}
+	case frame.Interrupt:
+		if t := w.task(f.Stream); t != nil {
+			select {
+			case w.interrupts <- t:
+			default:
+				w.log.Warn("worker: too many pending interrupts; dropping one", "stream", f.Stream)
+			}
+		}
+	case frame.Shutdown:
+		w.mu.Lock()
+		w.draining = true
+		idle := len(w.tasks) == 0
+		w.mu.Unlock()
+		if idle {
+			w.stop(true)
+		}
+	default:
+		return fmt.Errorf("unexpected frame %s from the front", f.Kind)
+	}
+	return nil
 }
 
 func (w *worker) task(id uint32) *task {
@@ -318,24 +398,6 @@ func frontConn(fd int) (*os.File, error) {
 		return nil, fmt.Errorf("socket to the front: %w", err)
 	}
 	return os.NewFile(uintptr(fd), "front"), nil
-}
-
-// frontReader reads the socket from the front. While requests wait and a thread is idle, it
-// wakes up every rescueAfter to check that they make progress (see runq).
-type frontReader struct {
-	f *os.File
-	q *runq
-}
-
-func (r *frontReader) Read(p []byte) (int, error) {
-	for {
-		stalled, taken := r.q.progress()
-		if !stalled || waitReadable(int(r.f.Fd()), rescueAfter) {
-			break
-		}
-		r.q.rescue(taken)
-	}
-	return r.f.Read(p)
 }
 
 // interrupter raises RequestTimeout in the threads of timed-out requests. It has a goroutine of
