@@ -253,70 +253,94 @@ func eventFDSet(fd int) bool {
 	return n == 8
 }
 
-// TestRunqDuty: a thread out of requests whose calls are short takes the duty of reading the
-// socket (leader); data on the socket wakes it to read and run the requests (runner); the
-// watchdog gives the duty back to the reader when the runner stalls or the worker idles, a
-// wait for a frame takes it from a runner, and a thread with long calls never leads.
-func TestRunqDuty(t *testing.T) {
+// dutyQueue is a runq wired as in a worker: a socket on which each byte is a request, the
+// reader's eventfd and the watchdog timer.
+type dutyQueue struct {
+	q     runq
+	front int // the front's end of the socket
+	rkick int
+	ids   uint32
+}
+
+func newDutyQueue(t *testing.T) *dutyQueue {
+	t.Helper()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fds[0])
-	defer syscall.Close(fds[1])
-	if err := syscall.SetNonblock(fds[0], true); err != nil {
 		t.Fatal(err)
 	}
 	rkick, err := newEventFD(true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer syscall.Close(rkick)
 	watchdog, err := newTimerFD()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer syscall.Close(watchdog)
-
-	var q runq
-	var nextID uint32
-	q.sock, q.rkick, q.watchdog = fds[0], rkick, watchdog
-	q.pump = func() bool { // each byte on the socket is a request
+	t.Cleanup(func() { // after startSleepers' cleanup, which ends the threads
+		for _, fd := range []int{fds[0], fds[1], rkick, watchdog} {
+			syscall.Close(fd)
+		}
+	})
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		t.Fatal(err)
+	}
+	d := &dutyQueue{front: fds[1], rkick: rkick}
+	d.q.sock, d.q.rkick, d.q.watchdog = fds[0], rkick, watchdog
+	d.q.pump = func() bool {
 		var buf [64]byte
 		n, _ := syscall.Read(fds[0], buf[:])
 		for i := 0; i < n; i++ {
-			nextID++
-			q.push(&task{id: nextID})
+			d.ids++
+			d.q.push(&task{id: d.ids})
 		}
 		return true
 	}
-	send := func(n int) {
-		t.Helper()
-		if _, err := syscall.Write(fds[1], make([]byte, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	state := func() (duty, *slot) {
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		return q.duty, q.holder
-	}
-	waitDuty := func(want duty, what string) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			if d, _ := state(); d == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				d, _ := state()
-				t.Fatalf("%s: duty %d, want %d", what, d, want)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
+	return d
+}
 
-	got := startSleepers(t, &q, 2)
+// send writes n requests from the front.
+func (d *dutyQueue) send(t *testing.T, n int) {
+	t.Helper()
+	if _, err := syscall.Write(d.front, make([]byte, n)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (d *dutyQueue) state() (duty, *slot) {
+	d.q.mu.Lock()
+	defer d.q.mu.Unlock()
+	return d.q.duty, d.q.holder
+}
+
+// waitDuty waits until the duty is want.
+func (d *dutyQueue) waitDuty(t *testing.T, want duty, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if got, _ := d.state(); got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			got, _ := d.state()
+			t.Fatalf("%s: duty %d, want %d", what, got, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestRunqDuty: a thread out of requests whose calls are short takes the duty of reading the
+// socket (leader); data on the socket wakes it to read and run the requests (runner); the
+// watchdog gives the duty back to the reader when the runner stalls or the worker idles, a
+// wait for a frame takes it from a runner, and a thread with long calls never leads.
+func TestRunqDuty(t *testing.T) {
+	dq := newDutyQueue(t)
+	q := &dq.q
+	rkick, watchdog := dq.rkick, q.watchdog
+	send := func(n int) { t.Helper(); dq.send(t, n) }
+	state := dq.state
+	waitDuty := func(want duty, what string) { t.Helper(); dq.waitDuty(t, want, what) }
+
+	got := startSleepers(t, q, 2)
 	waitDuty(dutyLeader, "an idle thread with short calls")
 	_, leader := state()
 	if !eventFDSet(watchdog) {
@@ -388,8 +412,34 @@ func TestRunqDuty(t *testing.T) {
 	}
 	q.mu.Unlock()
 	d.by.release <- struct{}{}
-	waitIdle(t, &q, 2)
+	waitIdle(t, q, 2)
 	if st, _ := state(); st != dutyReader {
 		t.Errorf("duty %d with only slow threads, want the reader", st)
 	}
+}
+
+// TestRunqFrameWaitEndsRunner: a wait for a frame (the runner's own body read, or another
+// thread's credit) takes the duty from the runner, which cannot read while it runs, and wakes
+// the napping reader.
+func TestRunqFrameWaitEndsRunner(t *testing.T) {
+	dq := newDutyQueue(t)
+	got := startSleepers(t, &dq.q, 1)
+	dq.waitDuty(t, dutyLeader, "an idle thread with short calls")
+	dq.send(t, 1)
+	a := next(t, got)
+	if d, _ := dq.state(); d != dutyRunner {
+		t.Fatalf("duty %d while the leader runs what it read, want the runner", d)
+	}
+	dq.q.napping.Store(true)
+	dq.q.waitFrames(true)
+	if d, _ := dq.state(); d != dutyReader {
+		t.Errorf("duty %d while a frame is awaited, want the reader", d)
+	}
+	if !eventFDSet(dq.rkick) {
+		t.Error("the napping reader was not woken")
+	}
+	dq.q.napping.Store(false)
+	dq.q.waitFrames(false)
+	a.by.release <- struct{}{}
+	dq.waitDuty(t, dutyLeader, "the thread out of requests")
 }
