@@ -74,7 +74,7 @@ type runq struct {
 	pump     func() bool // reads what the front sent, queues its requests; false once the connection ended
 	sock     int         // the socket from the front (0: none, in tests)
 	rkick    int         // non-blocking eventfd that wakes the reader from a nap
-	watchdog int         // timerfd the reader naps on while a runner has the duty
+	watchdog int         // timerfd ticking while a thread has the duty; the reader naps on it
 
 	napping atomic.Bool // the reader naps: a change of duty must kick rkick
 }
