@@ -348,6 +348,13 @@ func (q *runq) readerNap() bool {
 	return nap
 }
 
+// readerDuty reports whether the reader has the duty.
+func (q *runq) readerDuty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.duty == dutyReader
+}
+
 // watchdogFired is the reader's check at each tick of the watchdog: the duty comes back to
 // the reader when the runner has not taken a request for rescueAfter (it may block), when a
 // frame is awaited, and when no request was taken since the last tick (the worker is idle:

@@ -232,8 +232,7 @@ func (w *worker) readLoop() {
 			}
 			continue
 		}
-		if w.queue.readerNap() { // a thread took the duty, and reads this
-			w.queue.napping.Store(false)
+		if !w.queue.readerDuty() { // a thread took the duty, and reads this
 			continue
 		}
 		w.rmu.Lock()
