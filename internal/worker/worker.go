@@ -108,11 +108,13 @@ func Run(opts Options) int {
 	}
 	w.r = frame.NewReader(bufio.NewReaderSize(w.conn, 256<<10))
 	w.r.Alloc = requestBuffer
-	if w.queue.watchdog, err = newTimerFD(); err != nil {
-		log.Error("worker: " + err.Error())
-		return ExitBadSetup
+	w.queue.pump, w.queue.rkick = w.tryPump, w.rkick
+	if w.queue.watchdog, err = newTimerFD(); err == nil {
+		w.queue.sock = int(w.conn.Fd()) // threads may lead (see runq)
+	} else {
+		// Threads cannot lead without the watchdog; the reader keeps the duty.
+		log.Warn("worker: no watchdog timer; threads will not read the socket themselves: " + err.Error())
 	}
-	w.queue.pump, w.queue.rkick, w.queue.sock = w.tryPump, w.rkick, int(w.conn.Fd())
 	go w.interrupter()
 	if err := w.startThreads(opts.Threads); err != nil {
 		log.Error("worker: " + err.Error())
