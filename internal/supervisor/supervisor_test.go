@@ -1,6 +1,9 @@
 package supervisor
 
 import (
+	"errors"
+	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -86,5 +89,32 @@ func TestSharedChunksPerWorker(t *testing.T) {
 		if got := sharedChunks(c.threads); got != c.want {
 			t.Errorf("%d threads: %d buffers, want %d", c.threads, got, c.want)
 		}
+	}
+}
+
+// TestWorkerClosed: a worker that exits with frames of the front's unread resets the socket;
+// the front's read loop takes that, like EOF, as the worker closing its end.
+func TestWorkerClosed(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := os.NewFile(uintptr(fds[0]), "front")
+	defer front.Close()
+	if _, err := front.Write([]byte("a CREDIT the worker never reads")); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fds[1]) // the worker exits
+	_, err = front.Read(make([]byte, 64))
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after the peer closed with data unread: %v, want ECONNRESET", err)
+	}
+	for _, e := range []error{err, io.EOF, net.ErrClosed} {
+		if !workerClosed(e) {
+			t.Errorf("workerClosed(%v) = false, want true", e)
+		}
+	}
+	if workerClosed(errors.New("bad frame")) {
+		t.Error("workerClosed takes any error for a close")
 	}
 }

@@ -280,6 +280,13 @@ func (w *workerConn) stream(id uint32) *Stream {
 	return w.streams[id]
 }
 
+// workerClosed reports whether err, from reading a worker's socket, only says that the worker
+// closed its end: EOF, or a reset when it exited with frames of ours unread (a late CREDIT to
+// a worker that had drained, say). The process waiter reports why the worker ended.
+func workerClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET)
+}
+
 // readLoop turns the worker's frames into stream events until the socket closes.
 func (w *workerConn) readLoop() {
 	fr := frame.NewFDReader(w.conn)
@@ -290,7 +297,7 @@ func (w *workerConn) readLoop() {
 	for {
 		f, err := r.Next()
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			if !workerClosed(err) {
 				log.Error(fmt.Sprintf("Worker %d: read: %v", w.pid, err))
 			}
 			return
