@@ -196,18 +196,19 @@ func (q *runq) popIdle() *slot {
 	s := q.idle[n-1]
 	q.idle = q.idle[:n-1]
 	if q.holder == s {
-		q.toReader()
+		q.toReader() // called by the reader itself (dispatch, rescue): it does not nap
 	}
 	return s
 }
 
-// toReader gives the duty back to the reader; q.mu must be held. The reader is kicked by
-// whoever sees napping after the change (see readerNap).
-func (q *runq) toReader() {
+// toReader gives the duty back to the reader; q.mu must be held. It reports whether the
+// reader naps, in which case the caller must kick it once q.mu is released (see readerNap).
+func (q *runq) toReader() (kickReader bool) {
 	if q.duty != dutyReader {
 		setTimer(q.watchdog, 0)
 	}
 	q.duty, q.holder = dutyReader, nil
+	return q.napping.Load()
 }
 
 // close wakes every idle thread; take returns false once the queue is empty.
@@ -216,8 +217,7 @@ func (q *runq) close() {
 	q.closed = true
 	idle := q.idle
 	q.idle = nil
-	q.toReader()
-	wakeReader := q.napping.Load()
+	wakeReader := q.toReader()
 	q.mu.Unlock()
 	for _, s := range idle {
 		kick(s.efd)
@@ -278,8 +278,7 @@ func (q *runq) take(s *slot) (*task, bool) {
 			}
 			q.duty, q.holder = dutyLeader, s
 		} else if q.holder == s {
-			q.toReader() // a runner whose calls grew long
-			wakeReader = q.napping.Load()
+			wakeReader = q.toReader() // a runner whose calls grew long
 		}
 		q.mu.Unlock()
 		if wakeReader {
@@ -309,8 +308,7 @@ func (q *runq) lead(s *slot) {
 	wakeReader := false
 	if q.holder == s && q.duty == dutyLeader {
 		if q.frameWaits > 0 { // started while this thread led: the reader must read the frame
-			q.toReader()
-			wakeReader = q.napping.Load()
+			wakeReader = q.toReader()
 		} else {
 			q.duty = dutyRunner
 		}
@@ -390,8 +388,7 @@ func (q *runq) waitFrames(on bool) {
 	}
 	wake := false
 	if on && q.duty == dutyRunner {
-		q.toReader()
-		wake = q.napping.Load()
+		wake = q.toReader()
 	}
 	q.mu.Unlock()
 	if wake {
