@@ -3,6 +3,7 @@
 #   make run     install deps, build, serve examples/hello on 127.0.0.1:8000
 #   make test    install deps, go vet, go test, brief fuzzing
 #   make fuzz    longer fuzzing (FUZZTIME=60s per target)
+#   make bench   side-by-side benchmark against the peers (~20 min); bench-hop: the hop alone
 #
 # Build against another CPython with e.g. `make PYTHON_PKG=python-3.12-embed build`.
 # The cgo preamble in internal/pybridge runs pkg-config for python3-embed, so a
@@ -26,7 +27,7 @@ export PYTHON_PKG GOWSGI_PYTHON
 
 SUBMAKE = $(MAKE) --no-print-directory
 
-.PHONY: all deps build run test fuzz bench clean _build _run _test _fuzz _check-python
+.PHONY: all deps build run test fuzz bench bench-hop clean _build _run _test _fuzz _check-python
 
 all: build
 
@@ -48,6 +49,13 @@ fuzz: deps
 bench: deps
 	@$(SUBMAKE) build
 	@scripts/bench.sh
+
+# The front-worker hop alone, over the unix socket and over a shared-memory ring (about 2
+# minutes; see docs/benchmarks.md).
+bench-hop: deps
+	@mkdir -p bin/bench
+	$(GO) build -o bin/bench/hop ./bench/hop
+	bin/bench/hop -out bench/results/hop.md
 
 clean:
 	rm -rf bin

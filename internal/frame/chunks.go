@@ -49,7 +49,7 @@ func NewSharedChunks(count, size int) (*SharedChunks, *os.File, error) {
 	if count <= 0 || size <= 0 || size > MaxPayload {
 		return nil, nil, fmt.Errorf("shared chunks: %d buffers of %d bytes", count, size)
 	}
-	f, err := sharedFile("gowsgi-chunks")
+	f, err := SharedFile("gowsgi-chunks")
 	if err != nil {
 		return nil, nil, fmt.Errorf("shared chunks: %w", err)
 	}

@@ -23,7 +23,7 @@ const counterSize = 8
 // NewSharedCounter creates a counter and returns it with the file to pass to the worker (see
 // MapSharedCounter); the caller closes the file once the worker has it.
 func NewSharedCounter() (*SharedCounter, *os.File, error) {
-	f, err := sharedFile("gowsgi-counter")
+	f, err := SharedFile("gowsgi-counter")
 	if err != nil {
 		return nil, nil, fmt.Errorf("shared counter: %w", err)
 	}
@@ -35,18 +35,18 @@ func NewSharedCounter() (*SharedCounter, *os.File, error) {
 	return c, f, nil
 }
 
-// sharedFile returns an anonymous file in memory that can be mapped here and handed to another
+// SharedFile returns an anonymous file in memory that can be mapped here and handed to another
 // process: a memfd, or where memfd_create is missing or refused, an unlinked file on /dev/shm
 // (whose mount may be small: a container's default is 64 MiB, and a write past it is a
 // SIGBUS). name shows in /proc/PID/maps.
-func sharedFile(name string) (*os.File, error) {
+func SharedFile(name string) (*os.File, error) {
 	if fd, err := memfdCreate(name); err == nil {
 		return os.NewFile(uintptr(fd), name), nil
 	}
 	return tmpfsFile(name)
 }
 
-// tmpfsFile is sharedFile's fallback: an unlinked file on /dev/shm, or the temporary
+// tmpfsFile is SharedFile's fallback: an unlinked file on /dev/shm, or the temporary
 // directory if there is none.
 func tmpfsFile(name string) (*os.File, error) {
 	dir := "/dev/shm"

@@ -461,7 +461,7 @@ func TestSharedChunks(t *testing.T) {
 }
 
 func TestSharedFile(t *testing.T) {
-	for name, open := range map[string]func(string) (*os.File, error){"memfd": sharedFile, "tmpfs": tmpfsFile} {
+	for name, open := range map[string]func(string) (*os.File, error){"memfd": SharedFile, "tmpfs": tmpfsFile} {
 		f, err := open("gowsgi-test")
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
