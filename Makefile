@@ -50,7 +50,7 @@ bench: deps
 	@$(SUBMAKE) build
 	@scripts/bench.sh
 
-# The front-worker hop alone, over the unix socket and over a shared-memory ring (about 2
+# The front-worker hop alone, over the unix socket and over a shared-memory ring (about 3
 # minutes; see docs/benchmarks.md).
 bench-hop: deps
 	@mkdir -p bin/bench

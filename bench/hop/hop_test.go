@@ -144,7 +144,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, transport := range []string{"socket", "ring"} {
+	for _, transport := range []string{"socket", "ring", "ring-batch"} {
 		t.Run(transport, func(t *testing.T) {
 			r, err := runOne([]string{self, "-role", "front", "-transport", transport, "-work", "2us",
 				"-d", "300ms", "-warm", "100ms", "-c", "16"})

@@ -1,18 +1,20 @@
 // Command hop measures what the hop between gowsgi's front and a worker costs per request
-// over each transport it could use: the unix stream socket gowsgi uses, and a ring in shared
-// memory with an eventfd to wake a sleeping reader. Issue 4 asks for this measurement before
-// giving up on a target the socket cannot meet.
+// over each transport it could use: the unix stream socket gowsgi uses ("socket"), a ring in
+// shared memory with an eventfd to wake a sleeping reader ("ring"), and that ring with the
+// front woken once per batch of responses instead of per response ("ring-batch"). Issue 4
+// asks for this measurement before giving up on a target the socket cannot meet.
 //
 // Each run is two processes shaped like gowsgi's: a front whose client goroutines (one per
 // connection, 64) send request frames through one coalescing writer and wait for their
 // responses, which a reader goroutine hands back; and a worker whose thread, locked like a
 // Python thread, reads requests, spends the app's time on each (a busy loop of -work) and
-// writes each response as soon as it has it. Both transports carry the same frames, sizes and
+// sends each response as soon as it has it. The transports carry the same frames, sizes and
 // batching; only how bytes cross and how the sleeping side is woken differ. There is no HTTP,
-// no Python and no client process: what is measured is the hop, plus the app's time given.
+// no Python and no client process: what is measured is the hop, plus the app's time given,
+// and the latency the clients see.
 //
-//	hop                                  # the matrix: both transports, pinned and unpinned
-//	hop -work 0,3,60 -d 3s -reps 3 -out bench/results/hop.md
+//	hop                                  # the matrix: every transport, pinned and unpinned
+//	hop -works 0,3us,60us -transports socket,ring-batch -d 3s -reps 3 -out /tmp/hop.md
 //
 // Pinned runs start the front under `taskset -c 0`; the worker inherits the CPU, as gowsgi's
 // workers do in `make bench`.
@@ -44,13 +46,13 @@ import (
 
 func main() {
 	role := flag.String("role", "driver", "driver, front or worker (front and worker are started by the driver)")
-	transport := flag.String("transport", "socket", "front/worker: socket or ring")
+	transport := flag.String("transport", "socket", "front/worker: socket, ring or ring-batch")
 	work := flag.Duration("work", 0, "front/worker: the app's time per request, spent in a busy loop")
 	dur := flag.Duration("d", 3*time.Second, "measured time per run")
 	warm := flag.Duration("warm", 500*time.Millisecond, "warm-up per run")
 	conns := flag.Int("c", 64, "requests in flight (client goroutines)")
 	works := flag.String("works", "0,3us,60us", "driver: app times to run, comma-separated")
-	transports := flag.String("transports", "socket,ring", "driver: transports to run")
+	transports := flag.String("transports", "socket,ring,ring-batch", "driver: transports to run")
 	modes := flag.String("modes", "pinned,unpinned", "driver: pinned (one CPU, `taskset -c 0`) and/or unpinned")
 	reps := flag.Int("reps", 3, "driver: repetitions, interleaved; the median is shown")
 	out := flag.String("out", "", "driver: also write the markdown report to this file")
@@ -85,6 +87,8 @@ type result struct {
 	WorkerUS  float64 `json:"worker_us_per_req"` // CPU time of the worker per request
 	FrontCS   float64 `json:"front_switches_per_req"`
 	WorkerCS  float64 `json:"worker_switches_per_req"`
+	P50US     float64 `json:"p50_us"` // from a client's send to the end of its response
+	P99US     float64 `json:"p99_us"`
 }
 
 // Frames like gowsgi's for hello: a request with a packed environ of a typical size, and a
@@ -125,7 +129,7 @@ func runFront(transport string, work, d, warm time.Duration, conns int) error {
 		uc := c.(*net.UnixConn)
 		in, out, stop = uc, uc, uc.CloseWrite
 		files = []*os.File{os.NewFile(uintptr(fds[1]), "front")}
-	case "ring":
+	case "ring", "ring-batch":
 		f, err := newRingFile()
 		if err != nil {
 			return err
@@ -182,10 +186,12 @@ func runFront(transport string, work, d, warm time.Duration, conns int) error {
 
 	time.Sleep(warm)
 	f0, w0 := usage(os.Getpid()), usage(cmd.Process.Pid)
+	l.measuring.Store(true)
 	n0, t0 := l.count.Load(), time.Now()
 	time.Sleep(d)
 	f1, w1 := usage(os.Getpid()), usage(cmd.Process.Pid)
 	n1, elapsed := l.count.Load(), time.Since(t0)
+	l.measuring.Store(false)
 
 	l.stop()
 	if err := stop(); err != nil {
@@ -227,6 +233,7 @@ func runFront(transport string, work, d, warm time.Duration, conns int) error {
 		WorkerUS: (w1.cpu - w0.cpu).Seconds() * 1e6 / n,
 		FrontCS:  float64(f1.switches-f0.switches) / n,
 		WorkerCS: float64(w1.switches-w0.switches) / n,
+		P50US:    l.latency(0.50), P99US: l.latency(0.99),
 	})
 }
 
@@ -235,12 +242,16 @@ type load struct {
 	w     *coalescer
 	done  []chan struct{} // per client: its response ended
 	count atomic.Int64    // responses received
-	quit  chan struct{}
-	wg    sync.WaitGroup // the clients and the writer's flusher
+
+	measuring atomic.Bool       // the clients record latencies
+	lat       [][]time.Duration // per client; read once the clients are stopped
+	quit      chan struct{}
+	wg        sync.WaitGroup // the clients and the writer's flusher
 }
 
 func newLoad(out io.Writer, conns int) *load {
-	l := &load{w: newCoalescer(out), done: make([]chan struct{}, conns), quit: make(chan struct{})}
+	l := &load{w: newCoalescer(out), done: make([]chan struct{}, conns), quit: make(chan struct{}),
+		lat: make([][]time.Duration, conns)}
 	for i := range l.done {
 		l.done[i] = make(chan struct{}, 1)
 	}
@@ -266,14 +277,34 @@ func (l *load) stop() {
 func (l *load) client(i uint32) {
 	stream := i + 1
 	for {
+		start := time.Now()
 		l.w.send(func(dst []byte) []byte { return frame.AppendRequest(dst, stream, environ, nil, true) })
 		select {
 		case <-l.done[i]:
 			l.count.Add(1)
+			if l.measuring.Load() {
+				l.lat[i] = append(l.lat[i], time.Since(start))
+			}
 		case <-l.quit:
 			return
 		}
 	}
+}
+
+// latency returns the q-quantile of the latencies recorded, in µs; the clients must be
+// stopped.
+func (l *load) latency(q float64) float64 {
+	var all []float64
+	for _, ds := range l.lat {
+		for _, d := range ds {
+			all = append(all, float64(d)/1e3)
+		}
+	}
+	if len(all) == 0 {
+		return 0
+	}
+	sort.Float64s(all)
+	return all[min(len(all)-1, int(q*float64(len(all))))]
 }
 
 // readResponses hands each ended response to its client, until the worker closes its end.
@@ -357,6 +388,10 @@ func runWorker(transport string, work time.Duration) error {
 	var (
 		in  io.Reader
 		out io.Writer
+		// ring-batch: responses are published at once but the front is woken only when no
+		// further request is at hand. They are in memory the front maps, so a crash of the
+		// worker after publishing one loses nothing: the front reads what was published.
+		responses *ring
 	)
 	switch transport {
 	case "socket":
@@ -366,7 +401,7 @@ func runWorker(transport string, work time.Duration) error {
 		f := os.NewFile(fdConn, "front") // blocking: reads block this thread, not a poller
 		in, out = f, f
 		defer f.Close()
-	case "ring":
+	case "ring", "ring-batch":
 		f := os.NewFile(fdConn, "rings")
 		toWorker, toFront, _, err := sharedRings(f, 1<<20, false)
 		if err != nil {
@@ -384,6 +419,9 @@ func runWorker(transport string, work time.Duration) error {
 		}
 		in, out = toWorker, toFront
 		defer toFront.Close()
+		if transport == "ring-batch" {
+			responses = toFront
+		}
 	default:
 		return fmt.Errorf("unknown transport %q", transport)
 	}
@@ -405,7 +443,12 @@ func runWorker(transport string, work time.Duration) error {
 		resp = frame.AppendHeadFrame(resp[:0], f.Stream, 200, int64(len(helloBody)), packedHead)
 		resp = frame.Append(resp, frame.Data, 0, f.Stream, helloBody)
 		resp = frame.AppendHeader(resp, frame.End, 0, f.Stream, 0)
-		if _, err := out.Write(resp); err != nil {
+		if responses == nil {
+			_, err = out.Write(resp)
+		} else if err = responses.append(resp); err == nil && !r.HasFrame() {
+			err = responses.wake()
+		}
+		if err != nil {
 			return fmt.Errorf("write response: %w", err)
 		}
 	}

@@ -91,20 +91,32 @@ func newRingFile() (*os.File, error) {
 // Write appends p whole and wakes the consumer if it sleeps. Only one goroutine of the
 // producer process may call it at a time.
 func (r *ring) Write(p []byte) (int, error) {
+	if err := r.append(p); err != nil {
+		return 0, err
+	}
+	return len(p), r.wake()
+}
+
+// append publishes p whole without waking the consumer: a consumer that is awake takes it,
+// a sleeping one at the next wake.
+func (r *ring) append(p []byte) error {
 	tail := r.hdr.tail.Load()
 	if tail-r.hdr.head.Load()+uint64(len(p)) > uint64(len(r.data)) {
-		return 0, errRingFull
+		return errRingFull
 	}
 	at := tail & r.mask
 	n := copy(r.data[at:], p)
 	copy(r.data, p[n:])
 	r.hdr.tail.Store(tail + uint64(len(p)))
+	return nil
+}
+
+// wake wakes the consumer if it sleeps.
+func (r *ring) wake() error {
 	if r.hdr.sleeping.Swap(0) == 1 {
-		if err := r.kick(); err != nil {
-			return 0, err
-		}
+		return r.kick()
 	}
-	return len(p), nil
+	return nil
 }
 
 func (r *ring) kick() error {
