@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -64,7 +65,7 @@ func drive(c driveConfig) error {
 			if cl.pinned {
 				args = append([]string{"taskset", "-c", "0"}, args...)
 			}
-			r, err := runOne(args)
+			r, err := runOne(args, 10*(c.d+c.warm)+30*time.Second)
 			if err != nil {
 				return fmt.Errorf("%s: %w", strings.Join(args, " "), err)
 			}
@@ -87,8 +88,11 @@ func drive(c driveConfig) error {
 	return nil
 }
 
-func runOne(args []string) (result, error) {
-	cmd := exec.Command(args[0], args[1:]...)
+// runOne runs a front and reads its result; a front that takes longer than timeout is killed.
+func runOne(args []string, timeout time.Duration) (result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Stderr = os.Stderr
 	outb, err := cmd.Output()
 	if err != nil {

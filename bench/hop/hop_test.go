@@ -147,7 +147,7 @@ func TestRun(t *testing.T) {
 	for _, transport := range []string{"socket", "ring", "ring-batch"} {
 		t.Run(transport, func(t *testing.T) {
 			r, err := runOne([]string{self, "-role", "front", "-transport", transport, "-work", "2us",
-				"-d", "300ms", "-warm", "100ms", "-c", "16"})
+				"-d", "300ms", "-warm", "100ms", "-c", "16"}, time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -168,6 +168,8 @@ func runFront(transport string, work, d, warm time.Duration, conns int) error {
 	}
 	cmd := exec.Command(self, "-role", "worker", "-transport", transport, "-work", work.String())
 	cmd.ExtraFiles, cmd.Stderr = files, os.Stderr
+	// A worker on a ring would wait for the front forever: it goes when the front does.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
