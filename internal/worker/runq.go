@@ -62,7 +62,12 @@ type runq struct {
 	holder     *slot  // the leader or the runner
 	ticked     uint64 // taken when the watchdog last ticked
 	frameWaits int    // threads (or companions) waiting for a frame from the front
-	sockDone   bool   // the connection from the front ended: nobody leads
+	// readerBlind: the reader, on duty, waits for the socket without a time limit because no
+	// request waited next to an idle thread when it looked (progress). A thread that reads
+	// requests itself (pump) and leaves some waiting next to an idle thread must kick it, or
+	// nobody would watch them: the socket they came through is drained.
+	readerBlind bool
+	sockDone    bool // the connection from the front ended: nobody leads
 
 	// shared publishes taken to the front, which dispatches the requests beyond it again if
 	// the worker dies (nil in tests). Requests are taken in the order they arrived, so the
@@ -157,11 +162,14 @@ func (q *runq) dispatch() {
 
 // progress returns whether requests wait while a thread is idle, and how many were taken so
 // far. Requests waiting while every thread is busy need no rescue: the first thread done
-// takes them before it sleeps.
+// takes them before it sleeps. The reader calls it before it waits for the socket, without a
+// time limit unless stalled (see readerBlind).
 func (q *runq) progress() (stalled bool, taken uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.waiting() > 0 && len(q.idle) > 0, q.taken
+	stalled = q.waiting() > 0 && len(q.idle) > 0
+	q.readerBlind = !stalled
+	return stalled, q.taken
 }
 
 // rescue wakes idle threads for every waiting request if none was taken since progress
@@ -247,7 +255,16 @@ func (q *runq) take(s *slot) (*task, bool) {
 			}
 			q.lastTake = time.Since(epoch)
 			s.took = q.lastTake
+			// What this thread pumped may leave requests waiting next to an idle thread,
+			// unseen by a reader that waits for the socket: it must time the rescue.
+			blind := q.readerBlind && q.duty == dutyReader && q.waiting() > 0 && len(q.idle) > 0
+			if blind {
+				q.readerBlind = false
+			}
 			q.mu.Unlock()
+			if blind {
+				kick(q.rkick)
+			}
 			return t, true
 		}
 		if q.closed {

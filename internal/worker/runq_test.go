@@ -247,6 +247,56 @@ func TestRunqPumpBeforeSleep(t *testing.T) {
 }
 
 // eventFDSet reports whether the non-blocking eventfd fd was kicked, resetting it.
+// TestRunqPumpWakesBlindReader: a thread that reads requests from the socket itself while the
+// reader has the duty, and leaves one waiting next to an idle thread, kicks the reader, which
+// waits for a socket that thread drained. Without the kick the waiting request stays until the
+// running one ends, however long it blocks.
+func TestRunqPumpWakesBlindReader(t *testing.T) {
+	var q runq
+	var mu sync.Mutex
+	var socket []*task // what the front sent, unread
+	q.pump = func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		q.push(socket...)
+		socket = nil
+		return true
+	}
+	rkick, err := newEventFD(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(rkick)
+	q.rkick = rkick
+	got := startSleepers(t, &q, 2)
+	q.push(&task{id: 1})
+	q.dispatch()
+	a := next(t, got)
+	if stalled, _ := q.progress(); stalled { // the reader goes to wait for the socket
+		t.Fatal("stalled with nothing waiting")
+	}
+	mu.Lock()
+	socket = append(socket, &task{id: 2}, &task{id: 3})
+	mu.Unlock()
+	a.by.release <- struct{}{} // a runs out, pumps 2 and 3, takes 2
+	if b := next(t, got); b.t.id != 2 || b.by != a.by {
+		t.Fatalf("took task %d, want 2 by the thread that pumped", b.t.id)
+	}
+	if !eventFDSet(rkick) {
+		t.Fatal("task 3 waits next to an idle thread and the reader was not told")
+	}
+	// The reader, woken, finds it stalled and rescues it once nothing is taken for a while.
+	stalled, taken := q.progress()
+	if !stalled {
+		t.Fatal("not stalled with a task waiting next to an idle thread")
+	}
+	time.Sleep(rescueAfter)
+	q.rescue(taken)
+	if c := next(t, got); c.t.id != 3 || c.by == a.by {
+		t.Fatalf("task %d taken, want 3 by the idle thread", c.t.id)
+	}
+}
+
 func eventFDSet(fd int) bool {
 	var buf [8]byte
 	n, _ := syscall.Read(fd, buf[:])
