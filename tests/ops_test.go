@@ -293,6 +293,41 @@ func TestSegfault(t *testing.T) {
 	}
 }
 
+// TestCrashKeepsFinishedResponses: when a worker crashes, requests it finished before get
+// their responses (the frames are in the ring, which the front drains after the worker's
+// exit); only the request that crashed it fails. The crashing request waits until every
+// other one was answered, so none is caught half done.
+func TestCrashKeepsFinishedResponses(t *testing.T) {
+	s := startRaw(t, "-w", "1", "--threads", "4")
+	for round := 0; round < 5; round++ {
+		// Written together, so the worker reads them in batches of up to 4.
+		const fast = 6
+		conns := make([]net.Conn, fast+1)
+		for i := range conns {
+			conns[i] = dial(t, s)
+		}
+		crash := 2 // two answered before it in its batch, the rest after
+		for i, c := range conns {
+			path := "/counted"
+			if i == crash {
+				path = fmt.Sprintf("/segfault_after?n=%d", fast)
+			}
+			write(t, c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		}
+		for i, c := range conns {
+			resp, body := readResponse(t, bufio.NewReader(c), "GET")
+			if i == crash {
+				if resp.StatusCode != 502 {
+					t.Fatalf("round %d: the crashing request got %d, want 502", round, resp.StatusCode)
+				}
+			} else if resp.StatusCode != 200 || string(body) != "counted\n" {
+				t.Fatalf("round %d, request %d: %d %q, want 200 \"counted\\n\"", round, i, resp.StatusCode, body)
+			}
+			c.Close()
+		}
+	}
+}
+
 // TestSlowloris: 300 connections trickling their heads do not delay normal requests.
 func TestSlowloris(t *testing.T) {
 	s := startRaw(t, "-w", "1", "--threads", "2")

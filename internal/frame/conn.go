@@ -21,9 +21,13 @@ import (
 //     blocking write, unless another sender is writing, in which case that one writes the
 //     frames too once it is done ("flat combining"). Workers send from Python threads locked
 //     to OS threads, where every goroutine wake-up is a thread switch.
+//   - Ring (NewRingWriter, the workers): direct, but frames go into a Ring the front reads,
+//     and only descriptors through the socket: a write is a copy and, if the front sleeps,
+//     a wake-up, instead of a system call.
 type Writer struct {
 	conn *net.UnixConn // flusher mode
 	file *os.File      // direct mode: a blocking socket
+	ring *Ring         // ring mode: frames go here, descriptors through file
 
 	// wmu serialises writes, so a frame sent with a descriptor cannot overtake frames
 	// appended before it.
@@ -53,6 +57,12 @@ func NewWriter(conn *net.UnixConn) *Writer {
 // mode; sends block while the socket is full.
 func NewDirectWriter(f *os.File) *Writer {
 	return &Writer{file: f}
+}
+
+// NewRingWriter returns a direct Writer whose frames go into r; sock, a unix stream socket in
+// blocking mode, carries the descriptors of SendFD.
+func NewRingWriter(r *Ring, sock *os.File) *Writer {
+	return &Writer{file: sock, ring: r}
 }
 
 // maxKeep bounds the buffers a Writer keeps for reuse.
@@ -168,7 +178,10 @@ func (w *Writer) flushLocked() error {
 	}
 	w.pending = nil
 	w.mu.Unlock()
-	if w.file != nil {
+	if w.ring != nil {
+		err = w.ring.Append(buf)
+		w.ring.Wake()
+	} else if w.file != nil {
 		_, err = w.file.Write(buf) // loops over short writes
 	} else {
 		_, err = w.conn.Write(buf)
@@ -192,22 +205,46 @@ func (w *Writer) flushLocked() error {
 	return nil
 }
 
-// sendFDDirect sends frames with fd attached on the blocking socket of a direct Writer.
+// sendFDDirect sends frames with fd attached on the blocking socket of a direct Writer. In
+// ring mode the descriptor goes alone through the socket, with one byte, and the frames into
+// the ring after it, so the front has the descriptor once it reads the File frame.
 func (w *Writer) sendFDDirect(frames []byte, fd int) error {
-	var n int
-	var err error
-	for {
-		// A signal (the Go runtime preempts with SIGURG) may cut the write short or abort it.
-		n, err = syscall.SendmsgN(int(w.file.Fd()), frames, syscall.UnixRights(fd), nil, 0)
-		if err != syscall.EINTR {
-			break
+	if w.ring != nil {
+		if err := w.sendRights([]byte{0}, fd); err != nil {
+			return err
 		}
+		err := w.ring.Append(frames)
+		w.ring.Wake()
+		return err
 	}
+	n, err := w.sendRightsN(frames, fd)
 	if err != nil {
 		return err
 	}
 	_, err = w.file.Write(frames[n:])
 	return err
+}
+
+func (w *Writer) sendRights(b []byte, fd int) error {
+	n, err := w.sendRightsN(b, fd)
+	if err == nil && n < len(b) {
+		_, err = w.file.Write(b[n:])
+	}
+	return err
+}
+
+// sendRightsN sends b with fd attached and returns how much of b went.
+func (w *Writer) sendRightsN(b []byte, fd int) (int, error) {
+	var n int
+	var err error
+	for {
+		// A signal (the Go runtime preempts with SIGURG) may cut the write short or abort it.
+		n, err = syscall.SendmsgN(int(w.file.Fd()), b, syscall.UnixRights(fd), nil, 0)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	return n, err
 }
 
 func (w *Writer) flushLoop() {

@@ -31,6 +31,10 @@ type workerConn struct {
 	// chunks carries big response body chunks (DataShared frames); connections writing from
 	// its buffers keep it mapped past the worker's end.
 	chunks *frame.SharedChunks
+	// ring carries every frame from the worker (frame.Ring); the socket only the descriptors
+	// of File frames, which sockReader hands to the ring's reader through fds, in order.
+	ring *frame.Ring
+	fds  chan int
 
 	readyAt  atomic.Int64 // unix nanoseconds of READY; 0 while booting
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame received
@@ -68,7 +72,8 @@ func sharedChunks(threads int) int {
 
 const (
 	sharedChunkSize  = 64 << 10
-	sharedMaxBuffers = 64 // 4 MiB per worker
+	ringSize         = 1 << 20 // the worker's frames to the front (frame.Ring)
+	sharedMaxBuffers = 64      // 4 MiB per worker
 )
 
 // setSendBuffer sets a socket's send buffer, beyond net.core.wmem_max when the process may
@@ -121,26 +126,49 @@ func (s *Supervisor) start() (*workerConn, error) {
 		takenFile.Close()
 		return nil, err
 	}
+	ring, ringFile, ringReader, ringWriter, err := frame.NewRing(ringSize)
+	if err != nil {
+		conn.Close()
+		theirs.Close()
+		taken.Close()
+		takenFile.Close()
+		chunks.Close()
+		chunksFile.Close()
+		return nil, err
+	}
 
 	cmd := exec.Command(s.cfg.Exe, s.cfg.Args...)
 	cmd.Env = s.cfg.Env
 	cmd.Stdout = s.cfg.Stdout
 	cmd.Stderr = s.cfg.Stderr
-	cmd.WaitDelay = 5 * time.Second                            // a grandchild holding the log pipe must not hold us up
-	cmd.ExtraFiles = []*os.File{theirs, takenFile, chunksFile} // fds 3, 4 and 5 in the worker
+	cmd.WaitDelay = 5 * time.Second // a grandchild holding the log pipe must not hold us up
+	// fds 3 to 8 in the worker (cli.workerFDs)
+	cmd.ExtraFiles = []*os.File{theirs, takenFile, chunksFile, ringFile, ringReader, ringWriter}
 	err = cmd.Start()
 	theirs.Close()
 	takenFile.Close()
 	chunksFile.Close()
+	ringFile.Close()
+	ringReader.Close()
+	ringWriter.Close()
+	if err == nil {
+		err = ring.Started()
+		if err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}
 	if err != nil {
 		conn.Close()
 		taken.Close()
 		chunks.Close()
+		ring.Release()
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	s.log.Info(fmt.Sprintf("Booting worker with pid: %d", cmd.Process.Pid))
 	w := &workerConn{sup: s, pid: cmd.Process.Pid, conn: conn, out: frame.NewWriter(conn),
-		streams: make(map[uint32]*Stream), proc: cmd.Process, taken: taken, chunks: chunks}
+		streams: make(map[uint32]*Stream), proc: cmd.Process, taken: taken, chunks: chunks,
+		ring: ring, fds: make(chan int, 64)}
 	w.lastSeen.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	s.workers[w] = struct{}{}
@@ -162,6 +190,11 @@ func (w *workerConn) serve(cmd *exec.Cmd) {
 		_ = cmd.Wait() // the exit status is read from ProcessState below
 		close(exited)
 	}()
+	sockDone := make(chan struct{})
+	go func() {
+		defer close(sockDone)
+		w.sockReader()
+	}()
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
@@ -169,7 +202,7 @@ func (w *workerConn) serve(cmd *exec.Cmd) {
 	}()
 	select {
 	case <-exited:
-		w.conn.Close() // unblocks the reader
+		w.conn.Close() // unblocks sockReader, which closes the ring: the reader drains it
 		<-readDone
 	case <-readDone:
 		// The socket broke first; the process is exiting or must be made to.
@@ -180,9 +213,11 @@ func (w *workerConn) serve(cmd *exec.Cmd) {
 			<-exited
 		}
 	}
-	w.lost()
-	_ = w.out.Close() // the socket is gone; errors are expected
 	w.conn.Close()
+	<-sockDone
+	w.ring.Release()
+	w.lost()
+	_ = w.out.Close()   // the socket is gone; errors are expected
 	_ = w.taken.Close() // nothing reads it after lost
 	w.chunks.Close()    // unmapped once the connections writing from it are done
 	code := cmd.ProcessState.ExitCode()
@@ -287,11 +322,40 @@ func workerClosed(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET)
 }
 
-// readLoop turns the worker's frames into stream events until the socket closes.
-func (w *workerConn) readLoop() {
+// sockReader reads the worker's socket, which carries the descriptors of File frames and
+// ends with the worker, until it ends; then it closes the ring, whose reader drains what the
+// worker published and stops.
+func (w *workerConn) sockReader() {
+	defer w.ring.Close()
+	defer close(w.fds)
 	fr := frame.NewFDReader(w.conn)
 	defer fr.CloseFDs()
-	r := frame.NewReader(bufio.NewReaderSize(fr, 256<<10))
+	var buf [64]byte
+	for {
+		_, err := fr.Read(buf[:])
+		for fd := fr.TakeFD(); fd >= 0; fd = fr.TakeFD() {
+			w.fds <- fd // the reader takes them, one per File frame, in order
+		}
+		if err != nil {
+			if !workerClosed(err) && !errors.Is(err, net.ErrClosed) {
+				w.sup.log.Error(fmt.Sprintf("Worker %d: read: %v", w.pid, err))
+			}
+			return
+		}
+	}
+}
+
+// readLoop turns the worker's frames into stream events until the ring is closed and drained.
+func (w *workerConn) readLoop() {
+	defer func() {
+		// A reader that stops early (a broken frame) ends the socket too, and with it
+		// sockReader; then the descriptors of File frames never read are closed.
+		w.conn.Close()
+		for fd := range w.fds {
+			syscall.Close(fd)
+		}
+	}()
+	r := frame.NewReader(bufio.NewReaderSize(w.ring, 256<<10))
 	r.Alloc = w.sup.dataBuffer
 	log := w.sup.log
 	for {
@@ -347,8 +411,8 @@ func (w *workerConn) readLoop() {
 			}
 		case frame.File:
 			off, n, err := frame.ParseFileFrame(f.Payload)
-			fd := fr.TakeFD()
-			if err != nil || fd < 0 {
+			fd, ok := <-w.fds // sent before the frame
+			if err != nil || !ok {
 				log.Error(fmt.Sprintf("Worker %d: file frame without a descriptor", w.pid))
 				return
 			}

@@ -35,6 +35,7 @@ type Options struct {
 	SocketFD     int          // the worker's end of the socketpair to the front
 	CounterFD    int          // the front's frame.SharedCounter of requests taken
 	ChunksFD     int          // the front's frame.SharedChunks for big body chunks
+	RingFDs      [3]int       // the front's frame.Ring for frames to it: memory, reader's and writer's eventfds
 	App          wsgi.AppSpec // what to import
 	AppName      string       // the spec as the user wrote it, for messages
 	Threads      int          // Python threads
@@ -92,11 +93,16 @@ func Run(opts Options) int {
 		log.Error("worker: " + err.Error())
 		return ExitBadSetup
 	}
+	ring, err := frame.MapRing(opts.RingFDs[0], opts.RingFDs[1], opts.RingFDs[2])
+	if err != nil {
+		log.Error("worker: " + err.Error())
+		return ExitBadSetup
+	}
 	w := &worker{
 		log:        log,
 		conn:       conn,
 		chunks:     chunks,
-		out:        frame.NewDirectWriter(conn),
+		out:        frame.NewRingWriter(ring, conn),
 		tasks:      make(map[uint32]*task),
 		interrupts: make(chan *task, 1024),
 		end:        make(chan bool, 1),

@@ -505,6 +505,38 @@ def segfault(environ, start_response):
     return _respond(start_response, "unreachable")
 
 
+_counted = 0  # /counted responses closed in this worker
+_counted_lock = threading.Lock()
+
+
+class _Counted:
+    """A one-chunk body that counts itself done when the server closes it, which gowsgi does
+    after the response's last frame is sent."""
+
+    def __iter__(self):
+        yield b"counted\n"
+
+    def close(self):
+        global _counted
+        with _counted_lock:
+            _counted += 1
+
+
+def counted(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return _Counted()
+
+
+def segfault_after(environ, start_response):
+    """Waits (without the GIL) until n /counted responses were sent, at most 5 s, then crashes
+    the worker like /segfault."""
+    n = int(_query(environ).get("n", "0"))
+    deadline = time.monotonic() + 5
+    while _counted < n and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return segfault(environ, start_response)
+
+
 _leak = []
 
 
@@ -548,6 +580,8 @@ ROUTES = {
     "/spin": spin,
     "/regex": regex,
     "/segfault": segfault,
+    "/segfault_after": segfault_after,
+    "/counted": counted,
     "/leak": leak,
     "/pid": pid,
     "/keep_write": keep_write,
