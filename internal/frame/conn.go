@@ -209,22 +209,18 @@ func (w *Writer) flushLocked() error {
 // ring mode the descriptor goes alone through the socket, with one byte, and the frames into
 // the ring after it, so the front has the descriptor once it reads the File frame.
 func (w *Writer) sendFDDirect(frames []byte, fd int) error {
-	if w.ring != nil {
-		if err := w.sendRights([]byte{0}, fd); err != nil {
-			return err
-		}
-		err := w.ring.Append(frames)
-		w.ring.Wake()
+	if w.ring == nil {
+		return w.sendRights(frames, fd)
+	}
+	if err := w.sendRights([]byte{0}, fd); err != nil {
 		return err
 	}
-	n, err := w.sendRightsN(frames, fd)
-	if err != nil {
-		return err
-	}
-	_, err = w.file.Write(frames[n:])
+	err := w.ring.Append(frames)
+	w.ring.Wake()
 	return err
 }
 
+// sendRights sends b with fd attached, the descriptor with b's first bytes.
 func (w *Writer) sendRights(b []byte, fd int) error {
 	n, err := w.sendRightsN(b, fd)
 	if err == nil && n < len(b) {

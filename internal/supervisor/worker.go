@@ -142,7 +142,7 @@ func (s *Supervisor) start() (*workerConn, error) {
 	cmd.Stdout = s.cfg.Stdout
 	cmd.Stderr = s.cfg.Stderr
 	cmd.WaitDelay = 5 * time.Second // a grandchild holding the log pipe must not hold us up
-	// fds 3 to 8 in the worker (cli.workerFDs)
+	// fds 3 to 8 in the worker (see cli.runWorker)
 	cmd.ExtraFiles = []*os.File{theirs, takenFile, chunksFile, ringFile, ringReader, ringWriter}
 	err = cmd.Start()
 	theirs.Close()
