@@ -232,8 +232,8 @@ func (r *Ring) Wake() {
 	}
 }
 
-// Read implements io.Reader for the front: it takes what the ring holds, up to len(p) bytes,
-// sleeping on Go's poller while it is empty. It returns io.EOF once the ring is closed and
+// Read implements io.Reader: it takes what the ring holds, up to len(p) bytes, sleeping while
+// it is empty (see waitReadable). It returns io.EOF once the ring is closed and
 // drained. Only one goroutine may call it at a time.
 func (r *Ring) Read(p []byte) (int, error) {
 	h := r.hdr
@@ -252,8 +252,7 @@ func (r *Ring) Read(p []byte) (int, error) {
 				h.readerSleeps.Store(0)
 				continue
 			}
-			var eight [8]byte
-			if _, err := r.readerFile.Read(eight[:]); err != nil {
+			if err := r.waitReadable(); err != nil {
 				return 0, fmt.Errorf("ring: wait: %w", err)
 			}
 			continue
@@ -267,6 +266,31 @@ func (r *Ring) Read(p []byte) (int, error) {
 			kickFD(r.writerWake)
 		}
 		return int(n), nil
+	}
+}
+
+// waitReadable waits until the reader's eventfd is set and clears it: through Go's poller on
+// the side that made the ring, in poll(2) on a side that mapped it (the eventfd is
+// non-blocking for the poller, and both sides share its mode).
+func (r *Ring) waitReadable() error {
+	var eight [8]byte
+	if r.readerFile != nil {
+		_, err := r.readerFile.Read(eight[:])
+		return err
+	}
+	for {
+		if _, err := syscall.Read(r.readerWake, eight[:]); err != syscall.EAGAIN && err != syscall.EINTR {
+			return err
+		}
+		pfd := [1]struct {
+			fd      int32
+			events  int16
+			revents int16
+		}{{fd: int32(r.readerWake), events: 0x1}} // POLLIN
+		_, _, errno := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 1, 0, 0, 0, 0) // no timeout
+		if errno != 0 && errno != syscall.EINTR {
+			return errno
+		}
 	}
 }
 

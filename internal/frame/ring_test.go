@@ -46,8 +46,20 @@ func newRingPair(t *testing.T, size int) (front, worker *Ring) {
 // TestRingStream sends numbered records of varying sizes through a ring much smaller than
 // their total, so the writer waits for room and the reader sleeps, many times over: every
 // byte must arrive in order, and the reader must end at the close, after the last record.
+// Both ways: the worker writing to the front (gowsgi's use, the reader on Go's poller) and
+// the other way (the reader on the side that mapped the ring, in poll(2)).
 func TestRingStream(t *testing.T) {
-	front, worker := newRingPair(t, 4096)
+	t.Run("to the front", func(t *testing.T) {
+		front, worker := newRingPair(t, 4096)
+		ringStream(t, worker, front)
+	})
+	t.Run("to the worker", func(t *testing.T) {
+		front, worker := newRingPair(t, 4096)
+		ringStream(t, front, worker)
+	})
+}
+
+func ringStream(t *testing.T, writer, reader *Ring) {
 	const records = 20000
 	record := func(i int) []byte {
 		b := binary.LittleEndian.AppendUint32(nil, uint32(i))
@@ -56,19 +68,19 @@ func TestRingStream(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() {
 		for i := 0; i < records; i++ {
-			if err := worker.Append(record(i)); err != nil {
+			if err := writer.Append(record(i)); err != nil {
 				errc <- err
 				return
 			}
 			if i%3 == 0 {
-				worker.Wake() // and sometimes publish without a wake-up
+				writer.Wake() // and sometimes publish without a wake-up
 			}
 		}
-		worker.Wake()
-		worker.Close()
+		writer.Wake()
+		writer.Close()
 		errc <- nil
 	}()
-	got, err := io.ReadAll(readerFunc(func(p []byte) (int, error) { return front.Read(p[:min(len(p), 777)]) }))
+	got, err := io.ReadAll(readerFunc(func(p []byte) (int, error) { return reader.Read(p[:min(len(p), 777)]) }))
 	if err != nil {
 		t.Fatal(err)
 	}
