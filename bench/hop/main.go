@@ -99,22 +99,38 @@ var (
 	helloBody  = []byte("Hello, World!")
 )
 
-// Descriptors the worker inherits (exec.Cmd.ExtraFiles start at 3).
+// Descriptors the worker inherits (exec.Cmd.ExtraFiles start at 3): the socket's end, or the
+// two rings, each as memory, reader's eventfd and writer's eventfd.
 const (
-	fdConn     = 3 // socket: the worker's end; ring: the shared memory
-	fdToWorker = 4 // ring: the worker's eventfd
-	fdToFront  = 5 // ring: the front's eventfd
+	fdConn     = 3
+	fdToWorker = 3 // 3, 4, 5
+	fdToFront  = 6 // 6, 7, 8
 )
+
+// ringSize is the size of each ring, as gowsgi's.
+const ringSize = 1 << 20
+
+// ringWriter writes to a ring and wakes its reader, as gowsgi's frame.Writer does.
+type ringWriter struct{ r *frame.Ring }
+
+func (w ringWriter) Write(p []byte) (int, error) {
+	err := w.r.Append(p)
+	w.r.Wake()
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
 
 // runFront starts a worker over the transport, keeps conns requests in flight through it,
 // and prints the result of the measured part as one JSON line.
 func runFront(transport string, work, d, warm time.Duration, conns int) error {
 	var (
-		in    io.Reader
-		out   io.Writer
-		files []*os.File   // the worker's
-		keep  int          // how many of files the front needs too, from the end
-		stop  func() error // tells the worker no more requests come
+		in      io.Reader
+		out     io.Writer
+		files   []*os.File   // the worker's, closed once it has them
+		started func() error // after the worker's start (ring: see frame.Ring.Started)
+		stop    func() error // tells the worker no more requests come
 	)
 	switch transport {
 	case "socket":
@@ -130,34 +146,18 @@ func runFront(transport string, work, d, warm time.Duration, conns int) error {
 		in, out, stop = uc, uc, uc.CloseWrite
 		files = []*os.File{os.NewFile(uintptr(fds[1]), "front")}
 	case "ring", "ring-batch":
-		f, err := newRingFile()
+		// frame.Ring both ways: gowsgi's, whose maker's reader waits on Go's poller.
+		toWorker, memW, rW, wW, err := frame.NewRing(ringSize)
 		if err != nil {
 			return err
 		}
-		toWorker, toFront, _, err := sharedRings(f, 1<<20, true)
+		toFront, memF, rF, wF, err := frame.NewRing(ringSize)
 		if err != nil {
 			return err
 		}
-		wfd, err := eventFD(0)
-		if err != nil {
-			return err
-		}
-		ffd, err := eventFD(syscall.O_NONBLOCK)
-		if err != nil {
-			return err
-		}
-		// The front parks its reader on Go's poller: the eventfd is non-blocking, so
-		// os.NewFile makes it pollable.
-		wake := os.NewFile(uintptr(ffd), "front-wake")
-		toWorker.efd, toFront.efd = wfd, ffd
-		var eight [8]byte
-		toFront.wait = func() error {
-			_, err := wake.Read(eight[:])
-			return err
-		}
-		in, out, stop = toFront, toWorker, toWorker.Close
-		files = []*os.File{f, os.NewFile(uintptr(wfd), "worker-wake"), wake}
-		keep = 2 // both sides write both eventfds
+		in, out, stop = toFront, ringWriter{toWorker}, func() error { toWorker.Close(); return nil }
+		files = []*os.File{memW, rW, wW, memF, rF, wF}
+		started = func() error { return errors.Join(toWorker.Started(), toFront.Started()) }
 	default:
 		return fmt.Errorf("unknown transport %q", transport)
 	}
@@ -174,9 +174,15 @@ func runFront(transport string, work, d, warm time.Duration, conns int) error {
 		return fmt.Errorf("start worker: %w", err)
 	}
 	// The worker's end of the socket must close with the worker, so that its exit ends the
-	// front's reader; the shared memory is mapped already.
-	for _, f := range files[:len(files)-keep] {
+	// front's reader; the rings' memory is mapped, their eventfds the rings' own.
+	for _, f := range files {
 		f.Close()
+	}
+	if started != nil {
+		if err := started(); err != nil {
+			_ = cmd.Process.Kill()
+			return err
+		}
 	}
 	workerDone := make(chan error, 1)
 	go func() { workerDone <- cmd.Wait() }()
@@ -393,7 +399,7 @@ func runWorker(transport string, work time.Duration) error {
 		// ring-batch: responses are published at once but the front is woken only when no
 		// further request is at hand. They are in memory the front maps, so a crash of the
 		// worker after publishing one loses nothing: the front reads what was published.
-		responses *ring
+		responses *frame.Ring
 	)
 	switch transport {
 	case "socket":
@@ -404,22 +410,15 @@ func runWorker(transport string, work time.Duration) error {
 		in, out = f, f
 		defer f.Close()
 	case "ring", "ring-batch":
-		f := os.NewFile(fdConn, "rings")
-		toWorker, toFront, _, err := sharedRings(f, 1<<20, false)
+		toWorker, err := frame.MapRing(fdToWorker, fdToWorker+1, fdToWorker+2)
 		if err != nil {
 			return err
 		}
-		toWorker.efd, toFront.efd = fdToWorker, fdToFront
-		var eight [8]byte
-		toWorker.wait = func() error {
-			for {
-				_, err := syscall.Read(fdToWorker, eight[:])
-				if err != syscall.EINTR {
-					return err
-				}
-			}
+		toFront, err := frame.MapRing(fdToFront, fdToFront+1, fdToFront+2)
+		if err != nil {
+			return err
 		}
-		in, out = toWorker, toFront
+		in, out = toWorker, ringWriter{toFront}
 		defer toFront.Close()
 		if transport == "ring-batch" {
 			responses = toFront
@@ -447,8 +446,8 @@ func runWorker(transport string, work time.Duration) error {
 		resp = frame.AppendHeader(resp, frame.End, 0, f.Stream, 0)
 		if responses == nil {
 			_, err = out.Write(resp)
-		} else if err = responses.append(resp); err == nil && !r.HasFrame() {
-			err = responses.wake()
+		} else if err = responses.Append(resp); !r.HasFrame() {
+			responses.Wake()
 		}
 		if err != nil {
 			return fmt.Errorf("write response: %w", err)
@@ -463,14 +462,6 @@ func spin(d time.Duration) {
 	}
 	for end := time.Now().Add(d); time.Now().Before(end); {
 	}
-}
-
-func eventFD(flags int) (int, error) {
-	fd, _, errno := syscall.Syscall(syscall.SYS_EVENTFD2, 0, uintptr(flags|syscall.O_CLOEXEC), 0)
-	if errno != 0 {
-		return -1, fmt.Errorf("eventfd: %w", errno)
-	}
-	return int(fd), nil
 }
 
 // procUsage is a process's CPU time (all threads) and context switches (all threads,
