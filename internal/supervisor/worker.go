@@ -72,8 +72,8 @@ func sharedChunks(threads int) int {
 
 const (
 	sharedChunkSize  = 64 << 10
-	ringSize         = 1 << 20 // the worker's frames to the front (frame.Ring)
-	sharedMaxBuffers = 64      // 4 MiB per worker
+	ringSize         = 256 << 10 // the worker's frames to the front (frame.Ring)
+	sharedMaxBuffers = 64        // 4 MiB per worker
 )
 
 // setSendBuffer sets a socket's send buffer, beyond net.core.wmem_max when the process may
