@@ -88,11 +88,11 @@ func NewRing(size int) (r *Ring, mem, readerWake, writerWake *os.File, err error
 	if err := f.Truncate(int64(ringHeaderSize + size)); err != nil {
 		return fail(fmt.Errorf("ring: %w", err))
 	}
-	if r.readerWake, err = eventFD(syscall.O_NONBLOCK); err != nil {
+	if r.readerWake, err = NewEventFD(true); err != nil {
 		return fail(err)
 	}
 	r.readerFile = os.NewFile(uintptr(r.readerWake), "gowsgi-ring-reader") // pollable: non-blocking
-	if r.writerWake, err = eventFD(0); err != nil {
+	if r.writerWake, err = NewEventFD(false); err != nil {
 		return fail(err)
 	}
 	r.writerFile = os.NewFile(uintptr(r.writerWake), "gowsgi-ring-writer")
@@ -171,24 +171,6 @@ func (r *Ring) setLayout(size int) {
 	r.mask = uint64(size - 1)
 }
 
-func eventFD(flags int) (int, error) {
-	fd, _, errno := syscall.Syscall(syscall.SYS_EVENTFD2, 0, uintptr(flags|syscall.O_CLOEXEC), 0)
-	if errno != 0 {
-		return -1, fmt.Errorf("eventfd: %w", errno)
-	}
-	return int(fd), nil
-}
-
-func kickFD(fd int) {
-	one := [8]byte{1}
-	for {
-		// Only an overflow of the counter could fail, and a sleeper is woken once per sleep.
-		if _, err := syscall.Write(fd, one[:]); err != syscall.EINTR {
-			return
-		}
-	}
-}
-
 // Append publishes p, without waking the reader (see Wake), unless the ring is full: then it
 // wakes the reader and waits for room. Only one goroutine may call it at a time (the worker's
 // frame.Writer serialises its writes). It fails once the ring is closed.
@@ -205,12 +187,7 @@ func (r *Ring) Append(p []byte) error {
 			r.Wake() // the reader makes room only if it runs
 			h.writerSleeps.Store(1)
 			if h.head.Load() == tail-size && h.closed.Load() == 0 {
-				var eight [8]byte
-				for {
-					if _, err := syscall.Read(r.writerWake, eight[:]); err != syscall.EINTR {
-						break
-					}
-				}
+				SleepOn(r.writerWake)
 			}
 			h.writerSleeps.Store(0)
 			continue
@@ -228,7 +205,7 @@ func (r *Ring) Append(p []byte) error {
 // Wake wakes the reader if it sleeps (writer side).
 func (r *Ring) Wake() {
 	if r.hdr.readerSleeps.Swap(0) == 1 {
-		kickFD(r.readerWake)
+		Kick(r.readerWake)
 	}
 }
 
@@ -263,7 +240,7 @@ func (r *Ring) Read(p []byte) (int, error) {
 		copy(p[k:n], r.data)
 		h.head.Store(head + n)
 		if h.writerSleeps.Swap(0) == 1 {
-			kickFD(r.writerWake)
+			Kick(r.writerWake)
 		}
 		return int(n), nil
 	}
@@ -282,15 +259,7 @@ func (r *Ring) waitReadable() error {
 		if _, err := syscall.Read(r.readerWake, eight[:]); err != syscall.EAGAIN && err != syscall.EINTR {
 			return err
 		}
-		pfd := [1]struct {
-			fd      int32
-			events  int16
-			revents int16
-		}{{fd: int32(r.readerWake), events: 0x1}} // POLLIN
-		_, _, errno := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 1, 0, 0, 0, 0) // no timeout
-		if errno != 0 && errno != syscall.EINTR {
-			return errno
-		}
+		PollReadable(-1, r.readerWake)
 	}
 }
 
@@ -300,8 +269,8 @@ func (r *Ring) waitReadable() error {
 func (r *Ring) Close() {
 	r.hdr.closed.Store(1)
 	r.hdr.readerSleeps.Store(0)
-	kickFD(r.readerWake)
-	kickFD(r.writerWake)
+	Kick(r.readerWake)
+	Kick(r.writerWake)
 }
 
 // Release unmaps the ring and closes the descriptors this side holds; the ring must not be

@@ -96,20 +96,6 @@ const (
 // epoch is the origin of runq's monotonic times.
 var epoch = time.Now()
 
-// newEventFD returns an eventfd; a thread sleeps on a blocking one (sleepOn), the reader polls
-// a non-blocking one.
-func newEventFD(nonblock bool) (int, error) {
-	flags := syscall.O_CLOEXEC
-	if nonblock {
-		flags |= syscall.O_NONBLOCK
-	}
-	fd, _, errno := syscall.Syscall(syscall.SYS_EVENTFD2, 0, uintptr(flags), 0)
-	if errno != 0 {
-		return -1, fmt.Errorf("eventfd: %w", errno)
-	}
-	return int(fd), nil
-}
-
 // newTimerFD returns a non-blocking monotonic timerfd, disarmed.
 func newTimerFD() (int, error) {
 	const clockMonotonic = 1
@@ -126,17 +112,6 @@ func setTimer(fd int, d time.Duration) {
 	spec[0], spec[1] = int64(d/time.Second), int64(d%time.Second)
 	spec[2], spec[3] = spec[0], spec[1]
 	_, _, _ = syscall.Syscall6(syscall.SYS_TIMERFD_SETTIME, uintptr(fd), 0, uintptr(unsafe.Pointer(&spec[0])), 0, 0, 0) // only a bad fd fails
-}
-
-// kick wakes the thread asleep on the eventfd fd.
-func kick(fd int) {
-	one := [8]byte{1}
-	for {
-		// Only an overflow of the counter could fail, and a thread is woken once per sleep.
-		if _, err := syscall.Write(fd, one[:]); err != syscall.EINTR {
-			return
-		}
-	}
 }
 
 // push queues requests; dispatch must follow.
@@ -156,7 +131,7 @@ func (q *runq) dispatch() {
 	}
 	q.mu.Unlock()
 	if s != nil {
-		kick(s.efd)
+		frame.Kick(s.efd)
 	}
 }
 
@@ -188,7 +163,7 @@ func (q *runq) rescue(taken uint64) {
 	}
 	q.mu.Unlock()
 	for _, s := range wake {
-		kick(s.efd)
+		frame.Kick(s.efd)
 	}
 }
 
@@ -228,10 +203,10 @@ func (q *runq) close() {
 	wakeReader := q.toReader()
 	q.mu.Unlock()
 	for _, s := range idle {
-		kick(s.efd)
+		frame.Kick(s.efd)
 	}
 	if wakeReader {
-		kick(q.rkick)
+		frame.Kick(q.rkick)
 	}
 }
 
@@ -263,7 +238,7 @@ func (q *runq) take(s *slot) (*task, bool) {
 			}
 			q.mu.Unlock()
 			if blind {
-				kick(q.rkick)
+				frame.Kick(q.rkick)
 			}
 			return t, true
 		}
@@ -299,12 +274,12 @@ func (q *runq) take(s *slot) (*task, bool) {
 		}
 		q.mu.Unlock()
 		if wakeReader {
-			kick(q.rkick)
+			frame.Kick(q.rkick)
 		}
 		if lead {
 			q.lead(s)
 		} else {
-			sleepOn(s.efd)
+			frame.SleepOn(s.efd)
 		}
 		pumped = false
 	}
@@ -312,7 +287,7 @@ func (q *runq) take(s *slot) (*task, bool) {
 
 // lead is the leader's sleep: until the socket has something to read or the thread is kicked.
 func (q *runq) lead(s *slot) {
-	waitReadable(q.sock, s.efd)
+	frame.PollReadable(-1, q.sock, s.efd)
 	q.mu.Lock()
 	popped := true // by dispatch, rescue or close, which kick (or are about to kick) efd
 	for i := len(q.idle) - 1; i >= 0; i-- {
@@ -332,10 +307,10 @@ func (q *runq) lead(s *slot) {
 	}
 	q.mu.Unlock()
 	if wakeReader {
-		kick(q.rkick)
+		frame.Kick(q.rkick)
 	}
 	if popped {
-		sleepOn(s.efd) // take the kick, so that it does not end a later sleep
+		frame.SleepOn(s.efd) // take the kick, so that it does not end a later sleep
 	}
 }
 
@@ -409,20 +384,7 @@ func (q *runq) waitFrames(on bool) {
 	}
 	q.mu.Unlock()
 	if wake {
-		kick(q.rkick)
-	}
-}
-
-// sleepOn blocks the thread until the blocking eventfd fd is kicked. The read is a plain
-// blocking system call made from the locked thread itself, so the kernel wakes this very
-// thread.
-func sleepOn(fd int) {
-	var buf [8]byte
-	for {
-		_, _, errno := syscall.Syscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), 8)
-		if errno != syscall.EINTR {
-			return
-		}
+		frame.Kick(q.rkick)
 	}
 }
 
@@ -432,39 +394,4 @@ func drainFD(fd int) bool {
 	var buf [8]byte
 	n, _, _ := syscall.Syscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), 8) // EAGAIN: not set
 	return n == 8
-}
-
-type pollFD struct {
-	fd      int32
-	events  int16
-	revents int16
-}
-
-// waitReadable blocks until fd or one of also is readable (or in error, which the next read
-// reports), and reports whether fd is. A negative descriptor is not watched.
-func waitReadable(fd int, also ...int) bool {
-	return pollFor(-1, fd, also...)
-}
-
-// pollFor is waitReadable that waits at most d (d < 0: no limit; 0: only looks).
-func pollFor(d time.Duration, fd int, also ...int) bool {
-	const pollIn = 0x1
-	var pfds [3]pollFD
-	pfds[0] = pollFD{fd: int32(fd), events: pollIn}
-	n := 1
-	for _, a := range also {
-		pfds[n] = pollFD{fd: int32(a), events: pollIn}
-		n++
-	}
-	var tsp unsafe.Pointer
-	var ts syscall.Timespec
-	if d >= 0 {
-		ts = syscall.NsecToTimespec(int64(d))
-		tsp = unsafe.Pointer(&ts)
-	}
-	_, _, errno := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfds[0])), uintptr(n), uintptr(tsp), 0, 0, 0)
-	if errno != 0 {
-		return errno != syscall.EINTR && fd >= 0
-	}
-	return fd >= 0 && pfds[0].revents != 0
 }

@@ -29,7 +29,7 @@ func startSleepers(t *testing.T, q *runq, n int) <-chan took {
 	done := make(chan struct{}, n)
 	var all []*sleeper
 	for i := 0; i < n; i++ {
-		efd, err := newEventFD(false)
+		efd, err := frame.NewEventFD(false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -262,7 +262,7 @@ func TestRunqPumpWakesBlindReader(t *testing.T) {
 		socket = nil
 		return true
 	}
-	rkick, err := newEventFD(true)
+	rkick, err := frame.NewEventFD(true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +318,7 @@ func newDutyQueue(t *testing.T) *dutyQueue {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rkick, err := newEventFD(true)
+	rkick, err := frame.NewEventFD(true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ func newSlot(w *worker) (*slot, error) {
 		syscall.Close(upW)
 		return nil, err
 	}
-	efd, err := newEventFD(false)
+	efd, err := frame.NewEventFD(false)
 	if err != nil {
 		upR.Close()
 		syscall.Close(upW)

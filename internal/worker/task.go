@@ -77,7 +77,7 @@ func (t *task) signal() {
 	t.sleeper = -1
 	t.mu.Unlock()
 	if fd >= 0 {
-		kick(fd)
+		frame.Kick(fd)
 	}
 }
 
@@ -135,7 +135,7 @@ func (t *task) acquire(n int, efd int) bool {
 		t.mu.Unlock()
 		t.waitFrames(true)
 		if efd >= 0 {
-			sleepOn(efd) // a signal after the unlock leaves the eventfd readable
+			frame.SleepOn(efd) // a signal after the unlock leaves the eventfd readable
 		} else {
 			<-t.wake
 		}

@@ -108,7 +108,7 @@ func Run(opts Options) int {
 		end:        make(chan bool, 1),
 	}
 	w.queue.shared = taken
-	if w.rkick, err = newEventFD(true); err != nil {
+	if w.rkick, err = frame.NewEventFD(true); err != nil {
 		log.Error("worker: " + err.Error())
 		return ExitBadSetup
 	}
@@ -219,7 +219,7 @@ func (w *worker) readLoop() {
 	fd := int(w.conn.Fd())
 	for !w.readDone.Load() {
 		if w.queue.readerNap() {
-			pollFor(-1, -1, w.rkick, w.queue.watchdog)
+			frame.PollReadable(-1, -1, w.rkick, w.queue.watchdog)
 			w.queue.napping.Store(false)
 			drainFD(w.rkick)
 			if drainFD(w.queue.watchdog) {
@@ -232,7 +232,7 @@ func (w *worker) readLoop() {
 		if stalled {
 			d = rescueAfter
 		}
-		readable := pollFor(d, fd, w.rkick)
+		readable := frame.PollReadable(d, fd, w.rkick)
 		drainFD(w.rkick)
 		if !readable {
 			if stalled && w.queue.sinceTake() >= rescueAfter {
@@ -261,7 +261,7 @@ func (w *worker) tryPump() bool {
 	}
 	defer w.rmu.Unlock()
 	if !w.pump() {
-		kick(w.rkick) // the reader ends too
+		frame.Kick(w.rkick) // the reader ends too
 		return false
 	}
 	return true
@@ -272,7 +272,7 @@ func (w *worker) tryPump() bool {
 // business. It reports false once the connection is done. rmu must be held.
 func (w *worker) pump() bool {
 	fd := int(w.conn.Fd())
-	for !w.readDone.Load() && (w.r.HasFrame() || pollFor(0, fd)) {
+	for !w.readDone.Load() && (w.r.HasFrame() || frame.PollReadable(0, fd)) {
 		f, err := w.r.Next()
 		if err == nil {
 			err = w.handle(f)
