@@ -146,12 +146,12 @@ func runFront(transport string, work, d, warm time.Duration, conns int) error {
 		in, out, stop = uc, uc, uc.CloseWrite
 		files = []*os.File{os.NewFile(uintptr(fds[1]), "front")}
 	case "ring", "ring-batch":
-		// frame.Ring both ways: gowsgi's, whose maker's reader waits on Go's poller.
-		toWorker, memW, rW, wW, err := frame.NewRing(ringSize)
+		// frame.Ring both ways, as gowsgi has them: the front sleeps on Go's poller.
+		toWorker, memW, rW, wW, err := frame.NewRing(ringSize, true)
 		if err != nil {
 			return err
 		}
-		toFront, memF, rF, wF, err := frame.NewRing(ringSize)
+		toFront, memF, rF, wF, err := frame.NewRing(ringSize, false)
 		if err != nil {
 			return err
 		}

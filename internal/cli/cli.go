@@ -265,7 +265,7 @@ func runWorker(stderr io.Writer) int {
 		return worker.ExitBadSetup
 	}
 	return worker.Run(worker.Options{
-		SocketFD: 3, CounterFD: 4, ChunksFD: 5, RingFDs: [3]int{6, 7, 8}, App: o.App, AppName: o.AppName, Threads: o.Threads, Paths: o.Paths,
+		SocketFD: 3, CounterFD: 4, ChunksFD: 5, ToFront: [3]int{6, 7, 8}, FromFront: [3]int{9, 10, 11}, App: o.App, AppName: o.AppName, Threads: o.Threads, Paths: o.Paths,
 		Multiprocess: o.Multiprocess, SchedBatch: o.SchedBatch, CheckOnly: o.CheckOnly,
 		Logger: logging.New(stderr, level),
 	})

@@ -13,21 +13,24 @@ import (
 // Writer coalesces frames from many goroutines into few writes. It is safe for concurrent use
 // and works in one of two modes:
 //
-//   - With a flusher (NewWriter, the front): senders append to a pending buffer and one flusher
-//     goroutine writes whatever has piled up, so under load one system call carries many
-//     frames. Waking a goroutine is cheap in a process whose goroutines are not locked to
-//     threads.
-//   - Direct (NewDirectWriter, the workers): the sender writes from its own thread with a
-//     blocking write, unless another sender is writing, in which case that one writes the
-//     frames too once it is done ("flat combining"). Workers send from Python threads locked
-//     to OS threads, where every goroutine wake-up is a thread switch.
-//   - Ring (NewRingWriter, the workers): direct, but frames go into a Ring the front reads,
-//     and only descriptors through the socket: a write is a copy and, if the front sleeps,
-//     a wake-up, instead of a system call.
+//   - With a flusher (NewWriter; NewRingFlusher, the front): senders append to a pending
+//     buffer and one flusher goroutine writes whatever has piled up, so under load one write
+//     carries many frames. Waking a goroutine is cheap in a process whose goroutines are not
+//     locked to threads.
+//   - Direct (NewDirectWriter; NewRingWriter, the workers): the sender writes from its own
+//     thread with a blocking write, unless another sender is writing, in which case that one
+//     writes the frames too once it is done ("flat combining"). Workers send from Python
+//     threads locked to OS threads, where every goroutine wake-up is a thread switch.
+//
+// The ring variants write the frames into a Ring the other side reads, and descriptors (only
+// a worker sends any) through the socket: a write is a copy and, if the reader sleeps, a
+// wake-up, instead of a system call. The front keeps its flusher on a ring: the worker is then
+// woken once for all the requests its goroutines had ready (a wake-up per send measured up to
+// 1.5 µs more per echo request).
 type Writer struct {
-	conn *net.UnixConn // flusher mode
+	conn *net.UnixConn // flusher mode on a socket
 	file *os.File      // direct mode: a blocking socket
-	ring *Ring         // ring mode: frames go here, descriptors through file
+	ring *Ring         // ring variants: frames go here, descriptors (direct mode) through file
 
 	// wmu serialises writes, so a frame sent with a descriptor cannot overtake frames
 	// appended before it.
@@ -63,6 +66,14 @@ func NewDirectWriter(f *os.File) *Writer {
 // blocking mode, carries the descriptors of SendFD.
 func NewRingWriter(r *Ring, sock *os.File) *Writer {
 	return &Writer{file: sock, ring: r}
+}
+
+// NewRingFlusher returns a Writer whose flusher writes the frames into r and wakes its reader:
+// the front's to a worker. It sends no descriptors.
+func NewRingFlusher(r *Ring) *Writer {
+	w := &Writer{ring: r, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	go w.flushLoop()
+	return w
 }
 
 // maxKeep bounds the buffers a Writer keeps for reuse.
@@ -139,6 +150,9 @@ func (w *Writer) SendFD(frames []byte, fd int) error {
 }
 
 func (w *Writer) sendFD(frames []byte, fd int) error {
+	if w.file == nil && w.conn == nil {
+		return errors.New("send frame with descriptor: no socket")
+	}
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	if err := w.flushLocked(); err != nil {

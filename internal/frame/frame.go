@@ -18,7 +18,7 @@ import (
 
 // Version is the protocol version a worker announces in its READY frame. The front refuses a
 // worker that speaks another version (a binary upgrade can briefly mix two builds).
-const Version = 4
+const Version = 5
 
 // HeaderSize is the size of a frame header in bytes.
 const HeaderSize = 10

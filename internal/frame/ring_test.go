@@ -8,16 +8,24 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// newRingPair returns the front's side of a new ring and a worker's side mapped from the same
-// descriptors, as two processes would hold them.
+// newRingPair returns the front's side of a new ring from a worker and a worker's side mapped
+// from the same descriptors, as two processes would hold them.
 func newRingPair(t *testing.T, size int) (front, worker *Ring) {
 	t.Helper()
-	front, mem, rw, ww, err := NewRing(size)
+	return newRingPairTo(t, size, false)
+}
+
+// newRingPairTo is newRingPair for a ring to a worker (toWorker) or from one.
+func newRingPairTo(t *testing.T, size int, toWorker bool) (front, worker *Ring) {
+	t.Helper()
+	front, mem, rw, ww, err := NewRing(size, toWorker)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,16 +54,23 @@ func newRingPair(t *testing.T, size int) (front, worker *Ring) {
 // TestRingStream sends numbered records of varying sizes through a ring much smaller than
 // their total, so the writer waits for room and the reader sleeps, many times over: every
 // byte must arrive in order, and the reader must end at the close, after the last record.
-// Both ways: the worker writing to the front (gowsgi's use, the reader on Go's poller) and
-// the other way (the reader on the side that mapped the ring, in poll(2)).
+// Both ways, as gowsgi uses them: a worker writing to the front (the front's reader on Go's
+// poller, the worker's writer waiting for room in poll(2)), and the front writing to a worker
+// (the other way round); and each ring used backwards, where both sides wait in poll(2).
 func TestRingStream(t *testing.T) {
 	t.Run("to the front", func(t *testing.T) {
-		front, worker := newRingPair(t, 4096)
+		front, worker := newRingPairTo(t, 4096, false)
 		ringStream(t, worker, front)
 	})
 	t.Run("to the worker", func(t *testing.T) {
-		front, worker := newRingPair(t, 4096)
+		front, worker := newRingPairTo(t, 4096, true)
 		ringStream(t, front, worker)
+	})
+	t.Run("backwards", func(t *testing.T) {
+		front, worker := newRingPairTo(t, 4096, false)
+		ringStream(t, front, worker)
+		front, worker = newRingPairTo(t, 4096, true)
+		ringStream(t, worker, front)
 	})
 }
 
@@ -173,8 +188,202 @@ func TestRingReaderWakes(t *testing.T) {
 	}
 }
 
+// TestRingSleepersAllWake: several threads of a worker may sleep waiting for the front's frames
+// (a leader and the reader); like pollers of a socket, every one of them wakes once frames
+// are published and woken for and nobody read them, and one that starts sleeping after
+// another read the frames is woken by the next. A lost wake-up leaves a sleeper asleep,
+// which the test reports.
+func TestRingSleepersAllWake(t *testing.T) {
+	front, worker := newRingPairTo(t, 4096, true)
+	sleep := func() chan bool {
+		woke := make(chan bool, 1)
+		go func() { woke <- worker.WaitReadable(-1) }()
+		return woke
+	}
+	expect := func(what string, woke chan bool, want bool) {
+		t.Helper()
+		select {
+		case r := <-woke:
+			if !want || !r {
+				t.Fatalf("%s: woke (readable %v), want asleep: %v", what, r, want)
+			}
+		case <-time.After(50 * time.Millisecond):
+			if want {
+				t.Fatalf("%s: still asleep", what)
+			}
+		}
+	}
+	send := func(s string) {
+		t.Helper()
+		if err := front.Append([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+		front.Wake()
+	}
+	take := func(want string) {
+		t.Helper()
+		p := make([]byte, 64)
+		n, err := worker.Read(p)
+		if err != nil || string(p[:n]) != want {
+			t.Fatalf("read %q, %v; want %q", p[:n], err, want)
+		}
+	}
+
+	a, b := sleep(), sleep()
+	expect("empty ring", a, false)
+	send("one")
+	expect("first sleeper", a, true)
+	expect("second sleeper", b, true) // the first did not read: the second must see the frames too
+	if Poll(0, worker.readerWake)&1 == 0 {
+		t.Fatal("the wake-up was taken before the frames were read: a later sleeper would miss them")
+	}
+	if !worker.WaitReadable(-1) {
+		t.Fatal("a wait on unread frames did not return at once")
+	}
+	take("one")
+	if Poll(0, worker.readerWake)&1 != 0 {
+		t.Fatal("the wake-up is still set after its frames were read: the next sleep would wake for nothing")
+	}
+	c := sleep() // after the others took the wake-up and the frames
+	expect("drained ring", c, false)
+	send("two")
+	expect("later sleeper", c, true)
+	take("two")
+	// A wait with a limit ends without frames; a wait on another descriptor ends with it.
+	if worker.WaitReadable(time.Millisecond) {
+		t.Fatal("an empty ring is readable")
+	}
+	efd, err := NewEventFD(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(efd)
+	d := make(chan bool, 1)
+	go func() { d <- worker.WaitReadable(-1, efd) }()
+	expect("other descriptor not set", d, false)
+	Kick(efd)
+	select {
+	case r := <-d:
+		if r {
+			t.Fatal("the ring is readable after a kick of another descriptor")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a kick of another descriptor did not end the wait")
+	}
+}
+
+// TestRingSleepersStress: threads wait and read in turns, the way the worker's leader and
+// reader do, while the front publishes records one by one: every record must arrive, and no
+// sleeper may be left asleep with records unread.
+func TestRingSleepersStress(t *testing.T) {
+	front, worker := newRingPairTo(t, 4096, true)
+	const records, sleepers = 20000, 3
+	var mu sync.Mutex // the worker's rmu: one reader at a time
+	got := make([]byte, 0, records*4)
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	for i := 0; i < sleepers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := make([]byte, 1024)
+			for !done.Load() {
+				if !worker.WaitReadable(-1) {
+					continue
+				}
+				if !mu.TryLock() {
+					continue
+				}
+				for worker.Readable() && !done.Load() {
+					n, err := worker.Read(p)
+					if err != nil {
+						done.Store(true)
+						break
+					}
+					got = append(got, p[:n]...)
+					if len(got) == records*4 {
+						done.Store(true)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	complete := make(chan struct{})
+	go func() { wg.Wait(); close(complete) }()
+	for i := 0; i < records; i++ {
+		if err := front.Append(binary.LittleEndian.AppendUint32(nil, uint32(i))); err != nil {
+			t.Fatal(err)
+		}
+		front.Wake()
+		if i%1000 == 0 {
+			time.Sleep(time.Millisecond) // let every sleeper fall asleep
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !done.Load() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	n := len(got)
+	mu.Unlock()
+	front.Close() // lets the sleepers go
+	<-complete
+	if n != records*4 {
+		t.Fatalf("sleepers left asleep with %d of %d bytes read", n, records*4)
+	}
+	for i := 0; i < records; i++ {
+		if v := binary.LittleEndian.Uint32(got[i*4:]); v != uint32(i) {
+			t.Fatalf("record %d reads %d", i, v)
+		}
+	}
+}
+
+// TestRingPeerGone: on the side that mapped a ring to it, the end of the socket to the writer
+// ends the stream once what was published is read, even though nobody closed the ring (the
+// front died).
+func TestRingPeerGone(t *testing.T) {
+	front, worker := newRingPairTo(t, 4096, true)
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fds[0])
+	worker.WatchPeer(fds[0])
+	if err := front.Append([]byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	woke := make(chan bool, 1)
+	go func() {
+		p := make([]byte, 4)
+		if _, err := io.ReadFull(worker, p); err != nil || string(p) != "last" {
+			woke <- false
+			return
+		}
+		_, err := worker.Read(p) // sleeps: nothing more, no close
+		woke <- err == io.EOF
+	}()
+	select {
+	case <-woke:
+		t.Fatal("the reader did not wait for more")
+	case <-time.After(50 * time.Millisecond):
+	}
+	syscall.Close(fds[1]) // the front is gone
+	select {
+	case ok := <-woke:
+		if !ok {
+			t.Fatal("the published bytes were lost, or the read did not end with io.EOF")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader still waits after the peer's end")
+	}
+	if !worker.Readable() {
+		t.Fatal("a ring whose peer is gone is not Readable: nobody would read its end")
+	}
+}
+
 func TestRingBadSetup(t *testing.T) {
-	if _, _, _, _, err := NewRing(5000); err == nil {
+	if _, _, _, _, err := NewRing(5000, false); err == nil {
 		t.Error("a ring of 5000 bytes was made")
 	}
 	f, err := SharedFile("not-a-ring")

@@ -58,13 +58,25 @@ func SleepOn(fd int) {
 // next read reports, for at most d (d < 0: no limit; 0: only looks), and reports whether fd is.
 // A negative descriptor is not watched. A signal ends the wait early.
 func PollReadable(d time.Duration, fd int, also ...int) bool {
+	fds := [3]int{fd}
+	n := 1 + copy(fds[1:], also)
+	return Poll(d, fds[:n]...)&1 != 0
+}
+
+// Poll waits until one of fds (at most four) is readable, or in error, which the next read
+// reports, for at most d (d < 0: no limit; 0: only looks), and returns which are: bit i for
+// fds[i]. A negative descriptor is not watched. A signal ends the wait early, with none.
+func Poll(d time.Duration, fds ...int) uint {
 	const pollIn = 0x1
-	var pfds [3]pollFD
-	pfds[0] = pollFD{fd: int32(fd), events: pollIn}
-	n := 1
-	for _, a := range also {
-		pfds[n] = pollFD{fd: int32(a), events: pollIn}
-		n++
+	var pfds [4]pollFD
+	n := 0
+	var idx [4]int // fds index of each pfds entry
+	for i, fd := range fds {
+		if fd >= 0 {
+			pfds[n] = pollFD{fd: int32(fd), events: pollIn}
+			idx[n] = i
+			n++
+		}
 	}
 	var tsp unsafe.Pointer
 	var ts syscall.Timespec
@@ -73,8 +85,19 @@ func PollReadable(d time.Duration, fd int, also ...int) bool {
 		tsp = unsafe.Pointer(&ts)
 	}
 	_, _, errno := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfds[0])), uintptr(n), uintptr(tsp), 0, 0, 0)
-	if errno != 0 {
-		return errno != syscall.EINTR && fd >= 0
+	var ready uint
+	for i := 0; i < n; i++ {
+		if errno != 0 && errno != syscall.EINTR || errno == 0 && pfds[i].revents != 0 {
+			ready |= 1 << idx[i]
+		}
 	}
-	return fd >= 0 && pfds[0].revents != 0
+	return ready
+}
+
+// Drain reads the counter of the non-blocking eventfd (or timerfd) fd, resetting it, and
+// reports whether it was set.
+func Drain(fd int) bool {
+	var buf [8]byte
+	n, _, _ := syscall.Syscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), 8) // EAGAIN: not set
+	return n == 8
 }

@@ -5,8 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -46,42 +44,6 @@ func TestProcessRSS(t *testing.T) {
 		t.Errorf("RSS went from %d to %d after touching 64 MiB", before, after)
 	}
 	_ = ballast[len(ballast)-1]
-}
-
-func TestSetSendBuffer(t *testing.T) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fds[0])
-	defer syscall.Close(fds[1])
-	before, err := syscall.GetsockoptInt(fds[0], syscall.SOL_SOCKET, syscall.SO_SNDBUF)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := setSendBuffer(fds[0], socketBuffer); err != nil {
-		t.Fatal(err)
-	}
-	got, err := syscall.GetsockoptInt(fds[0], syscall.SOL_SOCKET, syscall.SO_SNDBUF)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Unprivileged, the kernel caps the request at wmem_max (and doubles what it grants).
-	want := socketBuffer
-	if os.Geteuid() != 0 {
-		b, err := os.ReadFile("/proc/sys/net/core/wmem_max")
-		if err != nil {
-			t.Fatal(err)
-		}
-		max, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = min(want, max)
-	}
-	if got < want {
-		t.Fatalf("send buffer %d after asking for %d (default %d), want at least %d", got, socketBuffer, before, want)
-	}
 }
 
 func TestSharedChunksPerWorker(t *testing.T) {

@@ -35,6 +35,9 @@ type workerConn struct {
 	// of File frames, which sockReader hands to the ring's reader through fds, in order.
 	ring *frame.Ring
 	fds  chan int
+	// down carries every frame to the worker, through out; the socket nothing: its end tells
+	// the worker that we are gone.
+	down *frame.Ring
 
 	readyAt  atomic.Int64 // unix nanoseconds of READY; 0 while booting
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame received
@@ -54,53 +57,26 @@ type workerConn struct {
 	dead    bool // the process is gone
 }
 
-// socketBuffer is the send buffer of each end of a worker's socket. The default (208 KiB on
-// most systems) holds three 64 KiB body chunks: four threads streaming filled it at once and
-// each blocked in write about once a chunk, both sides paying a wake-up per block. With 1 MiB
-// a pinned 1 MiB-stream benchmark served 30-50 % more responses and the worker switched
-// 4 times a response instead of 15; more than 1 MiB measured the same.
-const socketBuffer = 1 << 20
-
 // sharedChunks returns how many buffers of sharedChunkSize a worker with threads Python
 // threads gets: 8 per thread, the credit a stream starts with (512 KiB) in the chunk size apps
 // stream most, but no more than sharedMaxBuffers in all (and at least one per thread), so that
 // the many threads of an I/O-bound worker do not pin 64 KiB × 8 each. Chunks that do not fit,
-// or find every buffer of their thread in use, take the socket.
+// or find every buffer of their thread in use, take the ring.
 func sharedChunks(threads int) int {
 	return threads * max(1, min(8, sharedMaxBuffers/threads))
 }
 
 const (
 	sharedChunkSize  = 64 << 10
-	ringSize         = 256 << 10 // the worker's frames to the front (frame.Ring)
+	ringSize         = 256 << 10 // frames between the front and a worker, each way (frame.Ring)
 	sharedMaxBuffers = 64        // 4 MiB per worker
 )
-
-// setSendBuffer sets a socket's send buffer, beyond net.core.wmem_max when the process may
-// (CAP_NET_ADMIN); otherwise the kernel caps it at wmem_max. A Unix stream socket charges
-// the bytes queued at its peer to the sender, so the send buffer is the one that counts.
-func setSendBuffer(fd, size int) error {
-	if syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, size) == nil {
-		return nil
-	}
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, size); err != nil {
-		return fmt.Errorf("set worker socket send buffer: %w", err)
-	}
-	return nil
-}
 
 // start launches a worker process; it runs on the control goroutine.
 func (s *Supervisor) start() (*workerConn, error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socketpair: %w", err)
-	}
-	for _, fd := range fds {
-		if err := setSendBuffer(fd, socketBuffer); err != nil {
-			syscall.Close(fds[0])
-			syscall.Close(fds[1])
-			return nil, err
-		}
 	}
 	ours := os.NewFile(uintptr(fds[0]), "worker")
 	theirs := os.NewFile(uintptr(fds[1]), "front")
@@ -112,63 +88,62 @@ func (s *Supervisor) start() (*workerConn, error) {
 	}
 	conn := fc.(*net.UnixConn)
 
+	// What is made for the worker is undone if a later step fails; the files for it are
+	// closed once it has them, either way.
+	files := []*os.File{theirs}
+	undo := []func(){func() { conn.Close() }}
+	fail := func(err error) (*workerConn, error) {
+		closeFiles(files)
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return nil, err
+	}
 	taken, takenFile, err := frame.NewSharedCounter()
 	if err != nil {
-		conn.Close()
-		theirs.Close()
-		return nil, err
+		return fail(err)
 	}
+	files, undo = append(files, takenFile), append(undo, func() { taken.Close() })
 	chunks, chunksFile, err := frame.NewSharedChunks(sharedChunks(s.cfg.Threads), sharedChunkSize)
 	if err != nil {
-		conn.Close()
-		theirs.Close()
-		taken.Close()
-		takenFile.Close()
-		return nil, err
+		return fail(err)
 	}
-	ring, ringFile, ringReader, ringWriter, err := frame.NewRing(ringSize)
+	files, undo = append(files, chunksFile), append(undo, chunks.Close)
+	ring, ringFiles, err := newRing(false)
 	if err != nil {
-		conn.Close()
-		theirs.Close()
-		taken.Close()
-		takenFile.Close()
-		chunks.Close()
-		chunksFile.Close()
-		return nil, err
+		return fail(err)
 	}
+	files, undo = append(files, ringFiles...), append(undo, ring.Release)
+	down, downFiles, err := newRing(true)
+	if err != nil {
+		return fail(err)
+	}
+	files, undo = append(files, downFiles...), append(undo, down.Release)
 
 	cmd := exec.Command(s.cfg.Exe, s.cfg.Args...)
 	cmd.Env = s.cfg.Env
 	cmd.Stdout = s.cfg.Stdout
 	cmd.Stderr = s.cfg.Stderr
 	cmd.WaitDelay = 5 * time.Second // a grandchild holding the log pipe must not hold us up
-	// fds 3 to 8 in the worker (see cli.runWorker)
-	cmd.ExtraFiles = []*os.File{theirs, takenFile, chunksFile, ringFile, ringReader, ringWriter}
+	// fds 3 to 11 in the worker (see cli.runWorker)
+	cmd.ExtraFiles = files
 	err = cmd.Start()
-	theirs.Close()
-	takenFile.Close()
-	chunksFile.Close()
-	ringFile.Close()
-	ringReader.Close()
-	ringWriter.Close()
+	closeFiles(files)
+	files = nil
 	if err == nil {
-		err = ring.Started()
+		err = errors.Join(ring.Started(), down.Started())
 		if err != nil {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 		}
 	}
 	if err != nil {
-		conn.Close()
-		taken.Close()
-		chunks.Close()
-		ring.Release()
-		return nil, fmt.Errorf("start worker: %w", err)
+		return fail(fmt.Errorf("start worker: %w", err))
 	}
 	s.log.Info(fmt.Sprintf("Booting worker with pid: %d", cmd.Process.Pid))
-	w := &workerConn{sup: s, pid: cmd.Process.Pid, conn: conn, out: frame.NewWriter(conn),
+	w := &workerConn{sup: s, pid: cmd.Process.Pid, conn: conn, out: frame.NewRingFlusher(down),
 		streams: make(map[uint32]*Stream), proc: cmd.Process, taken: taken, chunks: chunks,
-		ring: ring, fds: make(chan int, 64)}
+		ring: ring, fds: make(chan int, 64), down: down}
 	w.lastSeen.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	s.workers[w] = struct{}{}
@@ -180,6 +155,21 @@ func (s *Supervisor) start() (*workerConn, error) {
 		w.serve(cmd)
 	}()
 	return w, nil
+}
+
+// newRing makes a ring to a worker or from one, with the files to pass to it.
+func newRing(toWorker bool) (*frame.Ring, []*os.File, error) {
+	r, mem, rw, ww, err := frame.NewRing(ringSize, toWorker)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, []*os.File{mem, rw, ww}, nil
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
 }
 
 // serve reads the worker's frames and reaps its process; it reports the exit to the control
@@ -217,7 +207,8 @@ func (w *workerConn) serve(cmd *exec.Cmd) {
 	<-sockDone
 	w.ring.Release()
 	w.lost()
-	_ = w.out.Close()   // the socket is gone; errors are expected
+	_ = w.out.Close()   // the worker is gone; errors are expected
+	w.down.Release()    // after out.Close: no sender touches the ring any more
 	_ = w.taken.Close() // nothing reads it after lost
 	w.chunks.Close()    // unmapped once the connections writing from it are done
 	code := cmd.ProcessState.ExitCode()
@@ -323,9 +314,10 @@ func workerClosed(err error) bool {
 }
 
 // sockReader reads the worker's socket, which carries the descriptors of File frames and
-// ends with the worker, until it ends; then it closes the ring, whose reader drains what the
-// worker published and stops.
+// ends with the worker, until it ends; then it closes the rings: the reader of the worker's
+// drains what the worker published and stops, and senders to the worker fail.
 func (w *workerConn) sockReader() {
+	defer w.down.Close() // a sender waiting for room fails
 	defer w.ring.Close()
 	defer close(w.fds)
 	fr := frame.NewFDReader(w.conn)

@@ -16,8 +16,8 @@ import (
 const rescueAfter = 200 * time.Microsecond
 
 // leadBelow is the longest app call, on a thread's running average, for which the thread
-// watches the socket itself when it runs out of requests (see runq). Above it, the requests
-// that arrive while it runs one are better read by the reader, which batches them.
+// watches for the front's frames itself when it runs out of requests (see runq). Above it, the
+// requests that arrive while it runs one are better read by the reader, which batches them.
 const leadBelow = 50 * time.Microsecond
 
 // watchdogTick is how often the reader looks at the thread that has the duty (see runq).
@@ -37,12 +37,12 @@ const watchdogTick = time.Millisecond
 // queue, though: when queued requests see no progress for rescueAfter, the reader wakes idle
 // threads for all of them.
 //
-// Who reads the socket from the front ("duty") is either the reader goroutine
+// Who reads the frames from the front ("duty") is either the reader goroutine
 // (worker.readLoop) or a thread. A thread out of requests whose app calls are short
-// (leadBelow) takes the duty and waits for the socket itself, as the leader: the front's next
-// batch then wakes one thread, which reads and runs it, instead of the reader, which would wake
-// a thread in turn (hello: 0.9 → 0.55 worker thread switches per request). While the leader
-// runs what it read (the runner), nobody watches the socket; the thread reads it again when
+// (leadBelow) takes the duty and waits for the front's frames itself, as the leader: the
+// front's next batch then wakes one thread, which reads and runs it, instead of the reader,
+// which would wake a thread in turn (hello: 0.9 → 0.55 worker thread switches per request). While the leader
+// runs what it read (the runner), nobody watches for frames; the thread reads them again when
 // it runs out (pump), and a timer (the watchdog) hands the duty back to the reader if the
 // runner has not taken a request for rescueAfter, so a request that blocks holds nothing up
 // for longer than with the reader on duty. A wait for a frame (body, credit) also gives the
@@ -62,10 +62,10 @@ type runq struct {
 	holder     *slot  // the leader or the runner
 	ticked     uint64 // taken when the watchdog last ticked
 	frameWaits int    // threads (or companions) waiting for a frame from the front
-	// readerBlind: the reader, on duty, waits for the socket without a time limit because no
+	// readerBlind: the reader, on duty, waits for frames without a time limit because no
 	// request waited next to an idle thread when it looked (progress). A thread that reads
 	// requests itself (pump) and leaves some waiting next to an idle thread must kick it, or
-	// nobody would watch them: the socket they came through is drained.
+	// nobody would watch them: the ring they came through is drained.
 	readerBlind bool
 	sockDone    bool // the connection from the front ended: nobody leads
 
@@ -74,22 +74,22 @@ type runq struct {
 	// count says which ones reached the app.
 	shared *frame.SharedCounter
 
-	// Set by the worker before the threads start; in tests, pump is nil and sock -1, so
-	// the reader keeps the duty.
-	pump     func() bool // reads what the front sent, queues its requests; false once the connection ended
-	sock     int         // the socket from the front (0: none, in tests)
-	rkick    int         // non-blocking eventfd that wakes the reader from a nap
-	watchdog int         // timerfd ticking while a thread has the duty; the reader naps on it
+	// Set by the worker before the threads start; in tests, pump and wait may be nil, and
+	// then the reader keeps the duty.
+	pump     func() bool    // reads what the front sent, queues its requests; false once the connection ended
+	wait     func(kick int) // waits until the front sent something, or kick is readable
+	rkick    int            // non-blocking eventfd that wakes the reader from a nap
+	watchdog int            // timerfd ticking while a thread has the duty; the reader naps on it
 
 	napping atomic.Bool // the reader naps: a change of duty must kick rkick
 }
 
-// duty says who reads the socket from the front.
+// duty says who reads the frames from the front.
 type duty int
 
 const (
 	dutyReader duty = iota // the reader goroutine
-	dutyLeader             // holder, asleep in take watching the socket
+	dutyLeader             // holder, asleep in take watching for frames
 	dutyRunner             // holder, running the requests it read; the watchdog is armed
 )
 
@@ -137,7 +137,7 @@ func (q *runq) dispatch() {
 
 // progress returns whether requests wait while a thread is idle, and how many were taken so
 // far. Requests waiting while every thread is busy need no rescue: the first thread done
-// takes them before it sleeps. The reader calls it before it waits for the socket, without a
+// takes them before it sleeps. The reader calls it before it waits for frames, without a
 // time limit unless stalled (see readerBlind).
 func (q *runq) progress() (stalled bool, taken uint64) {
 	q.mu.Lock()
@@ -231,7 +231,7 @@ func (q *runq) take(s *slot) (*task, bool) {
 			q.lastTake = time.Since(epoch)
 			s.took = q.lastTake
 			// What this thread pumped may leave requests waiting next to an idle thread,
-			// unseen by a reader that waits for the socket: it must time the rescue.
+			// unseen by a reader that waits for frames: it must time the rescue.
 			blind := q.readerBlind && q.duty == dutyReader && q.waiting() > 0 && len(q.idle) > 0
 			if blind {
 				q.readerBlind = false
@@ -260,7 +260,7 @@ func (q *runq) take(s *slot) (*task, bool) {
 			continue
 		}
 		q.idle = append(q.idle, s)
-		lead := q.sock > 0 && !q.sockDone && s.avgCall < leadBelow && q.frameWaits == 0 &&
+		lead := q.wait != nil && !q.sockDone && s.avgCall < leadBelow && q.frameWaits == 0 &&
 			(q.duty == dutyReader || q.holder == s)
 		wakeReader := false
 		if lead {
@@ -285,9 +285,9 @@ func (q *runq) take(s *slot) (*task, bool) {
 	}
 }
 
-// lead is the leader's sleep: until the socket has something to read or the thread is kicked.
+// lead is the leader's sleep: until the front sent something or the thread is kicked.
 func (q *runq) lead(s *slot) {
-	frame.PollReadable(-1, q.sock, s.efd)
+	q.wait(s.efd)
 	q.mu.Lock()
 	popped := true // by dispatch, rescue or close, which kick (or are about to kick) efd
 	for i := len(q.idle) - 1; i >= 0; i-- {
@@ -323,7 +323,7 @@ func (q *runq) finished(s *slot) {
 	q.mu.Unlock()
 }
 
-// readerNap says whether the reader may nap instead of watching the socket: while a thread
+// readerNap says whether the reader may nap instead of watching for frames: while a thread
 // has the duty.
 func (q *runq) readerNap() bool {
 	// Set before looking: whoever gives the duty back after this sees it and kicks the
@@ -386,12 +386,4 @@ func (q *runq) waitFrames(on bool) {
 	if wake {
 		frame.Kick(q.rkick)
 	}
-}
-
-// drainFD reads the counter of the non-blocking eventfd or timerfd fd, resetting it, and
-// reports whether it was set.
-func drainFD(fd int) bool {
-	var buf [8]byte
-	n, _, _ := syscall.Syscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), 8) // EAGAIN: not set
-	return n == 8
 }

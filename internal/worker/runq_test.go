@@ -335,7 +335,8 @@ func newDutyQueue(t *testing.T) *dutyQueue {
 		t.Fatal(err)
 	}
 	d := &dutyQueue{front: fds[1], rkick: rkick}
-	d.q.sock, d.q.rkick, d.q.watchdog = fds[0], rkick, watchdog
+	d.q.rkick, d.q.watchdog = rkick, watchdog
+	d.q.wait = func(kick int) { frame.PollReadable(-1, fds[0], kick) }
 	d.q.pump = func() bool {
 		var buf [64]byte
 		n, _ := syscall.Read(fds[0], buf[:])

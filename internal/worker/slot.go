@@ -247,11 +247,11 @@ func (s *slot) sendFile(t *task, res pybridge.Result) {
 type claim struct{ i, n int }
 
 // sharedMin is the least chunk that goes through the shared buffers: smaller ones cost little
-// to copy into the socket, and coalesce there with the frames around them.
+// to copy into the ring, and coalesce there with the frames around them.
 const sharedMin = 16 << 10
 
 // share copies the leading pieces of a big chunk into free shared buffers of the thread,
-// recording them in s.claimed, and returns the rest, which goes through the socket.
+// recording them in s.claimed, and returns the rest, which goes through the ring.
 func (s *slot) share(p []byte) []byte {
 	s.claimed = s.claimed[:0]
 	if len(p) < sharedMin {
@@ -266,7 +266,7 @@ func (s *slot) share(p []byte) []byte {
 		s.claimed = append(s.claimed, claim{i, n})
 		p = p[n:]
 		if len(p) < sharedMin {
-			break // a small tail: the socket
+			break // a small tail: the ring
 		}
 	}
 	return p

@@ -1,6 +1,7 @@
 // Package worker is the worker process: it embeds CPython through pybridge, runs the app on a
-// fixed pool of OS-locked Python threads, and speaks frames with the front over one unix socket.
-// It holds no HTTP: requests arrive as packed environs and leave as response heads and chunks.
+// fixed pool of OS-locked Python threads, and speaks frames with the front through two rings
+// in shared memory. It holds no HTTP: requests arrive as packed environs and leave as response
+// heads and chunks.
 package worker
 
 import (
@@ -35,7 +36,8 @@ type Options struct {
 	SocketFD     int          // the worker's end of the socketpair to the front
 	CounterFD    int          // the front's frame.SharedCounter of requests taken
 	ChunksFD     int          // the front's frame.SharedChunks for big body chunks
-	RingFDs      [3]int       // the front's frame.Ring for frames to it: memory, reader's and writer's eventfds
+	ToFront      [3]int       // the frame.Ring for frames to the front: memory, reader's and writer's eventfds
+	FromFront    [3]int       // the frame.Ring for frames from the front, the same way
 	App          wsgi.AppSpec // what to import
 	AppName      string       // the spec as the user wrote it, for messages
 	Threads      int          // Python threads
@@ -93,16 +95,24 @@ func Run(opts Options) int {
 		log.Error("worker: " + err.Error())
 		return ExitBadSetup
 	}
-	ring, err := frame.MapRing(opts.RingFDs[0], opts.RingFDs[1], opts.RingFDs[2])
+	ring, err := frame.MapRing(opts.ToFront[0], opts.ToFront[1], opts.ToFront[2])
 	if err != nil {
 		log.Error("worker: " + err.Error())
 		return ExitBadSetup
 	}
+	in, err := frame.MapRing(opts.FromFront[0], opts.FromFront[1], opts.FromFront[2])
+	if err != nil {
+		log.Error("worker: " + err.Error())
+		return ExitBadSetup
+	}
+	// The socket carries nothing to us any more: it becoming readable means the front is gone.
+	in.WatchPeer(int(conn.Fd()))
 	w := &worker{
 		log:        log,
 		conn:       conn,
 		chunks:     chunks,
 		out:        frame.NewRingWriter(ring, conn),
+		in:         in,
 		tasks:      make(map[uint32]*task),
 		interrupts: make(chan *task, 1024),
 		end:        make(chan bool, 1),
@@ -112,14 +122,14 @@ func Run(opts Options) int {
 		log.Error("worker: " + err.Error())
 		return ExitBadSetup
 	}
-	w.r = frame.NewReader(bufio.NewReaderSize(w.conn, 256<<10))
+	w.r = frame.NewReader(bufio.NewReaderSize(w.in, 256<<10))
 	w.r.Alloc = requestBuffer
 	w.queue.pump, w.queue.rkick = w.tryPump, w.rkick
 	if w.queue.watchdog, err = newTimerFD(); err == nil {
-		w.queue.sock = int(w.conn.Fd()) // threads may lead (see runq)
+		w.queue.wait = func(kick int) { w.in.WaitReadable(-1, kick) } // threads may lead (see runq)
 	} else {
 		// Threads cannot lead without the watchdog; the reader keeps the duty.
-		log.Warn("worker: no watchdog timer; threads will not read the socket themselves: " + err.Error())
+		log.Warn("worker: no watchdog timer; threads will not read the front's frames themselves: " + err.Error())
 	}
 	go w.interrupter()
 	if err := w.startThreads(opts.Threads); err != nil {
@@ -183,8 +193,9 @@ func (w *worker) stop(graceful bool) {
 // worker is the state of a worker process.
 type worker struct {
 	log    *slog.Logger
-	conn   *os.File
-	out    *frame.Writer
+	conn   *os.File            // the socket: our File frames' descriptors, and the front's end
+	out    *frame.Writer       // frames to the front, through a Ring
+	in     *frame.Ring         // frames from the front
 	chunks *frame.SharedChunks // thread i claims buffers [i*n, (i+1)*n), n = Count / threads
 
 	// mu guards the fields that follow.
@@ -196,7 +207,7 @@ type worker struct {
 	endOnce   sync.Once
 	finishing atomic.Bool // drained: finalizing Python
 
-	// rmu is held by whoever reads the socket from the front (readLoop, or a thread through
+	// rmu is held by whoever reads the frames from the front (readLoop, or a thread through
 	// runq's pump), and guards the fields that follow.
 	rmu   sync.Mutex
 	r     *frame.Reader
@@ -212,17 +223,16 @@ type worker struct {
 }
 
 // readLoop reads the frames from the front until the connection ends, whenever it has the
-// duty of reading the socket (see runq); while a thread has it, readLoop naps. After Shutdown
-// it keeps serving the streams in flight (their body, credit and cancel frames) until they are
+// duty of reading them (see runq); while a thread has it, readLoop naps. After Shutdown it
+// keeps serving the streams in flight (their body, credit and cancel frames) until they are
 // done.
 func (w *worker) readLoop() {
-	fd := int(w.conn.Fd())
 	for !w.readDone.Load() {
 		if w.queue.readerNap() {
 			frame.PollReadable(-1, -1, w.rkick, w.queue.watchdog)
 			w.queue.napping.Store(false)
-			drainFD(w.rkick)
-			if drainFD(w.queue.watchdog) {
+			frame.Drain(w.rkick)
+			if frame.Drain(w.queue.watchdog) {
 				w.queue.watchdogFired()
 			}
 			continue
@@ -232,8 +242,8 @@ func (w *worker) readLoop() {
 		if stalled {
 			d = rescueAfter
 		}
-		readable := frame.PollReadable(d, fd, w.rkick)
-		drainFD(w.rkick)
+		readable := w.in.WaitReadable(d, w.rkick)
+		frame.Drain(w.rkick)
 		if !readable {
 			if stalled && w.queue.sinceTake() >= rescueAfter {
 				w.queue.rescue(taken) // no request taken for a while: wake idle threads for the rest
@@ -271,8 +281,7 @@ func (w *worker) tryPump() bool {
 // frame is cut short, and queues the requests among them; dispatching them is the caller's
 // business. It reports false once the connection is done. rmu must be held.
 func (w *worker) pump() bool {
-	fd := int(w.conn.Fd())
-	for !w.readDone.Load() && (w.r.HasFrame() || frame.PollReadable(0, fd)) {
+	for !w.readDone.Load() && (w.r.HasFrame() || w.in.Readable()) {
 		f, err := w.r.Next()
 		if err == nil {
 			err = w.handle(f)
