@@ -112,6 +112,7 @@ func Run(opts Options) int {
 		conn:       conn,
 		chunks:     chunks,
 		out:        frame.NewRingWriter(ring, conn),
+		up:         ring,
 		in:         in,
 		tasks:      make(map[uint32]*task),
 		interrupts: make(chan *task, 1024),
@@ -194,7 +195,8 @@ func (w *worker) stop(graceful bool) {
 type worker struct {
 	log    *slog.Logger
 	conn   *os.File            // the socket: our File frames' descriptors, and the front's end
-	out    *frame.Writer       // frames to the front, through a Ring
+	out    *frame.Writer       // frames to the front, through up
+	up     *frame.Ring         // frames to the front
 	in     *frame.Ring         // frames from the front
 	chunks *frame.SharedChunks // thread i claims buffers [i*n, (i+1)*n), n = Count / threads
 
@@ -294,6 +296,9 @@ func (w *worker) pump() bool {
 			if w.finishing.Load() {
 				os.Exit(ExitOK) // the front is gone while we finalize: nobody waits for us
 			}
+			// Nobody reads our frames any more: a sender waiting for room in the ring (the
+			// heartbeat, which Run waits for) must not wait forever.
+			w.up.Close()
 			w.stop(false)
 			return false
 		}
