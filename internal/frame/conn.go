@@ -10,27 +10,23 @@ import (
 	"syscall"
 )
 
-// Writer coalesces frames from many goroutines into few writes. It is safe for concurrent use
-// and works in one of two modes:
+// Writer coalesces frames from many goroutines into few appends to a Ring the other side
+// reads, and sends descriptors (only a worker sends any) through the socket. A write is then
+// a copy and, if the reader sleeps, a wake-up, instead of a system call. It is safe for
+// concurrent use and works in one of two modes:
 //
-//   - With a flusher (NewWriter; NewRingFlusher, the front): senders append to a pending
-//     buffer and one flusher goroutine writes whatever has piled up, so under load one write
-//     carries many frames. Waking a goroutine is cheap in a process whose goroutines are not
-//     locked to threads.
-//   - Direct (NewDirectWriter; NewRingWriter, the workers): the sender writes from its own
-//     thread with a blocking write, unless another sender is writing, in which case that one
-//     writes the frames too once it is done ("flat combining"). Workers send from Python
-//     threads locked to OS threads, where every goroutine wake-up is a thread switch.
-//
-// The ring variants write the frames into a Ring the other side reads, and descriptors (only
-// a worker sends any) through the socket: a write is a copy and, if the reader sleeps, a
-// wake-up, instead of a system call. The front keeps its flusher on a ring: the worker is then
-// woken once for all the requests its goroutines had ready (a wake-up per send measured up to
-// 1.5 µs more per echo request).
+//   - With a flusher (NewRingFlusher, the front): senders append to a pending buffer and one
+//     flusher goroutine moves whatever has piled up into the ring, so the worker is woken once
+//     for all the requests the front's goroutines had ready (a wake-up per send measured up to
+//     1.5 µs more per echo request). Waking a goroutine is cheap in a process whose goroutines
+//     are not locked to threads.
+//   - Direct (NewRingWriter, the workers): the sender writes from its own thread, unless
+//     another sender is writing, in which case that one writes the frames too once it is done
+//     ("flat combining"). Workers send from Python threads locked to OS threads, where every
+//     goroutine wake-up is a thread switch.
 type Writer struct {
-	conn *net.UnixConn // flusher mode on a socket
-	file *os.File      // direct mode: a blocking socket
-	ring *Ring         // ring variants: frames go here, descriptors (direct mode) through file
+	ring *Ring
+	file *os.File // direct mode: a blocking unix stream socket for descriptors
 
 	// wmu serialises writes, so a frame sent with a descriptor cannot overtake frames
 	// appended before it.
@@ -49,32 +45,22 @@ type Writer struct {
 	done chan struct{}
 }
 
-// NewWriter returns a Writer over conn and starts its flusher; Close stops it.
-func NewWriter(conn *net.UnixConn) *Writer {
-	w := &Writer{conn: conn, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
-	go w.flushLoop()
-	return w
-}
-
-// NewDirectWriter returns a Writer without a flusher over f, a unix stream socket in blocking
-// mode; sends block while the socket is full.
-func NewDirectWriter(f *os.File) *Writer {
-	return &Writer{file: f}
-}
-
-// NewRingWriter returns a direct Writer whose frames go into r; sock, a unix stream socket in
-// blocking mode, carries the descriptors of SendFD.
-func NewRingWriter(r *Ring, sock *os.File) *Writer {
-	return &Writer{file: sock, ring: r}
-}
-
-// NewRingFlusher returns a Writer whose flusher writes the frames into r and wakes its reader:
-// the front's to a worker. It sends no descriptors.
+// NewRingFlusher returns a Writer whose flusher writes the frames into r and wakes its reader;
+// Close stops it. It sends no descriptors.
 func NewRingFlusher(r *Ring) *Writer {
 	w := &Writer{ring: r, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	go w.flushLoop()
 	return w
 }
+
+// NewRingWriter returns a direct Writer whose frames go into r; sock, a unix stream socket in
+// blocking mode, carries the descriptors of SendFD.
+func NewRingWriter(r *Ring, sock *os.File) *Writer {
+	return &Writer{ring: r, file: sock}
+}
+
+// direct reports whether senders write themselves (no flusher).
+func (w *Writer) direct() bool { return w.wake == nil }
 
 // maxKeep bounds the buffers a Writer keeps for reuse.
 const maxKeep = 4 << 20
@@ -92,7 +78,7 @@ func (w *Writer) SendFunc(fn func(dst []byte) []byte) error {
 	if err := w.appendFrames(fn); err != nil {
 		return err
 	}
-	if w.file != nil {
+	if w.direct() {
 		return w.combine()
 	}
 	select {
@@ -137,20 +123,17 @@ func (w *Writer) appendFrames(fn func(dst []byte) []byte) error {
 	return nil
 }
 
-// SendFD writes frames at once, after everything sent before, with fd attached as SCM_RIGHTS.
-// The caller keeps ownership of fd.
+// SendFD writes frames at once, after everything sent before, with fd sent ahead of them as
+// SCM_RIGHTS (direct mode only). The caller keeps ownership of fd.
 func (w *Writer) SendFD(frames []byte, fd int) error {
 	if err := w.sendFD(frames, fd); err != nil {
 		return err
 	}
-	if w.file != nil {
-		return w.combine() // frames other senders appended while we held wmu
-	}
-	return nil
+	return w.combine() // frames other senders appended while we held wmu
 }
 
 func (w *Writer) sendFD(frames []byte, fd int) error {
-	if w.file == nil && w.conn == nil {
+	if w.file == nil {
 		return errors.New("send frame with descriptor: no socket")
 	}
 	w.wmu.Lock()
@@ -158,11 +141,12 @@ func (w *Writer) sendFD(frames []byte, fd int) error {
 	if err := w.flushLocked(); err != nil {
 		return err
 	}
-	var err error
-	if w.file != nil {
-		err = w.sendFDDirect(frames, fd)
-	} else {
-		_, _, err = w.conn.WriteMsgUnix(frames, syscall.UnixRights(fd), nil)
+	// The descriptor goes alone through the socket, with one byte, and the frames into the
+	// ring after it, so the front has the descriptor once it reads the File frame.
+	err := w.sendRights([]byte{0}, fd)
+	if err == nil {
+		err = w.ring.Append(frames)
+		w.ring.Wake()
 	}
 	if err != nil {
 		err = fmt.Errorf("send frame with descriptor: %w", err)
@@ -192,14 +176,8 @@ func (w *Writer) flushLocked() error {
 	}
 	w.pending = nil
 	w.mu.Unlock()
-	if w.ring != nil {
-		err = w.ring.Append(buf)
-		w.ring.Wake()
-	} else if w.file != nil {
-		_, err = w.file.Write(buf) // loops over short writes
-	} else {
-		_, err = w.conn.Write(buf)
-	}
+	err = w.ring.Append(buf)
+	w.ring.Wake()
 	if err != nil {
 		err = fmt.Errorf("write frames: %w", err)
 		w.fail(err)
@@ -217,21 +195,6 @@ func (w *Writer) flushLocked() error {
 	}
 	w.mu.Unlock()
 	return nil
-}
-
-// sendFDDirect sends frames with fd attached on the blocking socket of a direct Writer. In
-// ring mode the descriptor goes alone through the socket, with one byte, and the frames into
-// the ring after it, so the front has the descriptor once it reads the File frame.
-func (w *Writer) sendFDDirect(frames []byte, fd int) error {
-	if w.ring == nil {
-		return w.sendRights(frames, fd)
-	}
-	if err := w.sendRights([]byte{0}, fd); err != nil {
-		return err
-	}
-	err := w.ring.Append(frames)
-	w.ring.Wake()
-	return err
 }
 
 // sendRights sends b with fd attached, the descriptor with b's first bytes.
@@ -287,7 +250,7 @@ func (w *Writer) Close() error {
 	was := w.closed
 	w.closed = true
 	w.mu.Unlock()
-	if w.file != nil {
+	if w.direct() {
 		w.wmu.Lock()
 		_ = w.flushLocked() // the error is kept in w.err
 		w.wmu.Unlock()

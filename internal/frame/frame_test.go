@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -107,70 +108,35 @@ func TestPackedHead(t *testing.T) {
 	}
 }
 
-// TestWriterCoalescesAndPassesFDs checks order across Send and SendFD and that the descriptor
-// arrives with its frame.
-func TestWriterCoalescesAndPassesFDs(t *testing.T) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) *net.UnixConn {
-		f := os.NewFile(uintptr(fd), "s")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.(*net.UnixConn)
-	}
-	a, b := conn(fds[0]), conn(fds[1])
-	defer a.Close()
-	defer b.Close()
-	w := NewWriter(a)
-	for i := 0; i < 100; i++ {
-		if err := w.Send(Append(nil, Data, 0, uint32(i), []byte("x"))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tmp, err := os.CreateTemp(t.TempDir(), "fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp.WriteString("file contents")
-	if err := w.SendFD(AppendFileFrame(nil, 100, 0, 13), int(tmp.Fd())); err != nil {
-		t.Fatal(err)
-	}
-	w.Send(AppendHeader(nil, End, 0, 101, 0))
+// TestRingFlusher: the front's Writer delivers what many goroutines send through its flusher,
+// each sender's frames in order, flushes what is pending on Close, and refuses sends after it,
+// and descriptors (it has no socket for them).
+func TestRingFlusher(t *testing.T) {
+	front, worker := newRingPairTo(t, 4096, true) // small: the flusher waits for room
+	w := NewRingFlusher(front)
+	const senders, each = 8, 500
+	got := readInOrder(worker, senders, each, nil)
+	sendConcurrently(t, senders, each, func(g, i int) error {
+		return w.Send(Append(nil, Data, 0, uint32(g), binary.LittleEndian.AppendUint32(nil, uint32(i))))
+	})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	fr := NewFDReader(b)
-	r := NewReader(bufio.NewReader(fr))
-	for i := 0; i < 102; i++ {
-		f, err := r.Next()
-		if err != nil {
-			t.Fatalf("frame %d: %v", i, err)
-		}
-		if f.Stream != uint32(i) {
-			t.Fatalf("frame %d has stream %d: order broken", i, f.Stream)
-		}
-		if f.Kind == File {
-			fd := fr.TakeFD()
-			if fd < 0 {
-				t.Fatal("file frame arrived without its descriptor")
-			}
-			got := make([]byte, 13)
-			if _, err := syscall.Pread(fd, got, 0); err != nil || string(got) != "file contents" {
-				t.Fatalf("descriptor reads %q, %v", got, err)
-			}
-			syscall.Close(fd)
-		}
+	waitInOrder(t, got)
+	if err := w.Send(AppendHeader(nil, End, 0, 1, 0)); !errors.Is(err, ErrClosed) {
+		t.Errorf("send after Close: %v", err)
+	}
+	if err := w.SendFD(AppendFileFrame(nil, 1, 0, 0), 0); err == nil {
+		t.Error("a descriptor was sent through a Writer without a socket")
 	}
 }
 
-// TestDirectWriterConcurrent checks that a direct Writer loses and reorders nothing when many
-// goroutines send at once, interleaved with descriptors.
-func TestDirectWriterConcurrent(t *testing.T) {
+// TestRingWriterConcurrent: a worker's Writer loses and reorders nothing when many threads
+// send at once through a small ring, interleaved with descriptors, and each File frame finds
+// its descriptor come through the socket, as the front's readLoop expects (it takes the
+// descriptor sockReader read for each File frame, in order).
+func TestRingWriterConcurrent(t *testing.T) {
+	front, worker := newRingPair(t, 4096)
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -189,48 +155,85 @@ func TestDirectWriterConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	descs := make(chan int, 64)
+	go func() { // the front's sockReader
+		defer close(descs)
+		fr := NewFDReader(b)
+		var buf [64]byte
+		for {
+			_, err := fr.Read(buf[:])
+			for fd := fr.TakeFD(); fd >= 0; fd = fr.TakeFD() {
+				descs <- fd
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	const senders, each = 8, 2000
-	w := NewDirectWriter(a)
+	w := NewRingWriter(worker, a)
+	got := readInOrder(front, senders, each, func() error {
+		select {
+		case fd := <-descs:
+			syscall.Close(fd)
+			return nil
+		case <-time.After(5 * time.Second):
+			return errors.New("file frame without its descriptor")
+		}
+	})
+	sendConcurrently(t, senders, each, func(g, i int) error {
+		if i%500 == 0 {
+			return w.SendFD(AppendFileFrame(nil, uint32(g), int64(i), 0), int(tmp.Fd()))
+		}
+		return w.Send(Append(nil, Data, 0, uint32(g), binary.LittleEndian.AppendUint32(nil, uint32(i))))
+	})
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitInOrder(t, got)
+}
+
+// sendConcurrently runs senders goroutines that each call send with their number and 0 to
+// each-1, and waits for them.
+func sendConcurrently(t *testing.T, senders, each int, send func(g, i int) error) {
 	var wg sync.WaitGroup
 	for g := 0; g < senders; g++ {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				var err error
-				if i%500 == 0 {
-					err = w.SendFD(AppendFileFrame(nil, uint32(g), int64(i), 0), int(tmp.Fd()))
-				} else {
-					err = w.Send(Append(nil, Data, 0, uint32(g), binary.LittleEndian.AppendUint32(nil, uint32(i))))
-				}
-				if err != nil {
+				if err := send(g, i); err != nil {
 					t.Error(err)
 					return
 				}
 			}
 		}(g)
 	}
+	wg.Wait()
+}
+
+// readInOrder reads senders*each frames from r in the background, each sender's (its stream)
+// numbered 0 to each-1 in its payload, or a File frame's offset, for which onFile is called;
+// the channel gets the first disorder or error, or nil.
+func readInOrder(r io.Reader, senders, each int, onFile func() error) <-chan error {
 	got := make(chan error, 1)
 	go func() {
-		fr := NewFDReader(b)
-		r := NewReader(bufio.NewReader(fr))
+		fr := NewReader(bufio.NewReader(r))
 		next := make([]int, senders)
 		for n := 0; n < senders*each; n++ {
-			f, err := r.Next()
+			f, err := fr.Next()
 			if err != nil {
 				got <- fmt.Errorf("frame %d: %w", n, err)
 				return
 			}
-			i := 0
+			var i int
 			if f.Kind == File {
 				off, _, _ := ParseFileFrame(f.Payload)
 				i = int(off)
-				fd := fr.TakeFD()
-				if fd < 0 {
-					got <- errors.New("file frame without its descriptor")
+				if err := onFile(); err != nil {
+					got <- err
 					return
 				}
-				syscall.Close(fd)
 			} else {
 				i = int(binary.LittleEndian.Uint32(f.Payload))
 			}
@@ -242,12 +245,18 @@ func TestDirectWriterConcurrent(t *testing.T) {
 		}
 		got <- nil
 	}()
-	wg.Wait()
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-got; err != nil {
-		t.Fatal(err)
+	return got
+}
+
+func waitInOrder(t *testing.T, got <-chan error) {
+	t.Helper()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the frames sent did not all arrive")
 	}
 }
 
