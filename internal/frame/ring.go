@@ -345,14 +345,11 @@ func (r *Ring) sleep(fd int) error {
 		if _, err := r.frontFile.Read(eight[:]); err != nil {
 			return err
 		}
-		if fd == r.readerWake {
-			r.hdr.kicked.Store(0)
+	} else {
+		for Poll(-1, fd)&1 == 0 {
 		}
-		return nil
+		Drain(fd)
 	}
-	for Poll(-1, fd)&1 == 0 {
-	}
-	Drain(fd)
 	if fd == r.readerWake {
 		r.hdr.kicked.Store(0)
 	}
