@@ -41,11 +41,11 @@ const watchdogTick = time.Millisecond
 // (worker.readLoop) or a thread. A thread out of requests whose app calls are short
 // (leadBelow) takes the duty and waits for the front's frames itself, as the leader: the
 // front's next batch then wakes one thread, which reads and runs it, instead of the reader,
-// which would wake a thread in turn (hello: 0.9 → 0.55 worker thread switches per request). While the leader
-// runs what it read (the runner), nobody watches for frames; the thread reads them again when
-// it runs out (pump), and a timer (the watchdog) hands the duty back to the reader if the
-// runner has not taken a request for rescueAfter, so a request that blocks holds nothing up
-// for longer than with the reader on duty. A wait for a frame (body, credit) also gives the
+// which would wake a thread in turn (hello: 0.9 → 0.55 worker thread switches per request).
+// While the leader runs what it read (the runner), nobody watches for frames; the thread reads
+// them again when it runs out (pump), and a timer (the watchdog) hands the duty back to the
+// reader if the runner has not taken a request for rescueAfter, so a request that blocks holds
+// nothing up for longer than with the reader on duty. A wait for a frame (body, credit) also gives the
 // duty back to the reader: the waiting thread cannot read.
 type runq struct {
 	// mu guards the fields that follow.
