@@ -143,7 +143,7 @@ func (w *Writer) sendFD(frames []byte, fd int) error {
 	}
 	// The descriptor goes alone through the socket, with one byte, and the frames into the
 	// ring after it, so the front has the descriptor once it reads the File frame.
-	err := w.sendRights([]byte{0}, fd)
+	err := w.sendRights(fd)
 	if err == nil {
 		err = w.ring.Append(frames)
 		w.ring.Wake()
@@ -197,27 +197,15 @@ func (w *Writer) flushLocked() error {
 	return nil
 }
 
-// sendRights sends b with fd attached, the descriptor with b's first bytes.
-func (w *Writer) sendRights(b []byte, fd int) error {
-	n, err := w.sendRightsN(b, fd)
-	if err == nil && n < len(b) {
-		_, err = w.file.Write(b[n:])
-	}
-	return err
-}
-
-// sendRightsN sends b with fd attached and returns how much of b went.
-func (w *Writer) sendRightsN(b []byte, fd int) (int, error) {
-	var n int
-	var err error
+// sendRights sends fd through the socket, attached to one byte.
+func (w *Writer) sendRights(fd int) error {
 	for {
-		// A signal (the Go runtime preempts with SIGURG) may cut the write short or abort it.
-		n, err = syscall.SendmsgN(int(w.file.Fd()), b, syscall.UnixRights(fd), nil, 0)
+		// A signal (the Go runtime preempts with SIGURG) may abort the send before it starts.
+		_, err := syscall.SendmsgN(int(w.file.Fd()), []byte{0}, syscall.UnixRights(fd), nil, 0)
 		if err != syscall.EINTR {
-			break
+			return err
 		}
 	}
-	return n, err
 }
 
 func (w *Writer) flushLoop() {
