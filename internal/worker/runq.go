@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -80,6 +81,7 @@ type runq struct {
 	wait     func(kick int) // waits until the front sent something, or kick is readable
 	rkick    int            // non-blocking eventfd that wakes the reader from a nap
 	watchdog int            // timerfd ticking while a thread has the duty; the reader naps on it
+	tick     time.Duration  // how often the watchdog ticks; 0: watchdogTick (tests slow it)
 
 	napping atomic.Bool // the reader naps: a change of duty must kick rkick
 }
@@ -265,7 +267,7 @@ func (q *runq) take(s *slot) (*task, bool) {
 		wakeReader := false
 		if lead {
 			if q.duty == dutyReader {
-				setTimer(q.watchdog, watchdogTick)
+				setTimer(q.watchdog, cmp.Or(q.tick, watchdogTick))
 				q.ticked = q.taken
 			}
 			q.duty, q.holder = dutyLeader, s
@@ -321,6 +323,64 @@ func (q *runq) finished(s *slot) {
 	s.avgCall += (d - s.avgCall) / 8
 	q.active--
 	q.mu.Unlock()
+}
+
+// frameSource is what the reader waits on for the front's frames (a frame.Ring).
+type frameSource interface {
+	// WaitReadable waits until frames can be read or one of also is readable, for at most
+	// d (d < 0: no limit), and reports whether frames can be read.
+	WaitReadable(d time.Duration, also ...int) bool
+}
+
+// serveReader is the reader's loop (worker.readLoop): whenever it has the duty, it waits for
+// the front's frames and reads them with pump, which reports false once the connection
+// ended; while a thread has the duty, it naps on its kick and the watchdog. It returns when
+// pump fails or done reports true.
+//
+// The duty can move to a thread while the reader waits for frames: a thread out of requests
+// leads as soon as the reader has the duty. The reader then keeps waiting for frames, and
+// would wake for them, but the leader may read them first, and a thread reading the ring to
+// its end takes the wake-up back. So the wait watches the watchdog too, which ticks from the
+// moment a thread takes the duty: else nobody would see a runner block, and the requests
+// queued behind it would wait for it (a full test run caught them waiting a second for the
+// timeout of a request stuck in time.sleep).
+func (q *runq) serveReader(in frameSource, pump func() bool, done func() bool) {
+	for !done() {
+		if q.readerNap() {
+			frame.PollReadable(-1, -1, q.rkick, q.watchdog)
+			q.napping.Store(false)
+			q.readerWoke()
+			continue
+		}
+		stalled, taken := q.progress()
+		d := time.Duration(-1)
+		if stalled {
+			d = rescueAfter
+		}
+		readable := in.WaitReadable(d, q.rkick, q.watchdog)
+		q.readerWoke()
+		if !readable {
+			if stalled && q.sinceTake() >= rescueAfter {
+				q.rescue(taken) // no request taken for a while: wake idle threads for the rest
+			}
+			continue
+		}
+		if !q.readerDuty() { // a thread took the duty, and reads this
+			continue
+		}
+		if !pump() {
+			return
+		}
+		q.dispatch()
+	}
+}
+
+// readerWoke takes what woke the reader from its descriptors: a kick, a watchdog tick.
+func (q *runq) readerWoke() {
+	frame.Drain(q.rkick)
+	if frame.Drain(q.watchdog) {
+		q.watchdogFired()
+	}
 }
 
 // readerNap says whether the reader may nap instead of watching for frames: while a thread

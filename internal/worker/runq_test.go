@@ -2,6 +2,7 @@ package worker
 
 import (
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -493,4 +494,70 @@ func TestRunqFrameWaitEndsRunner(t *testing.T) {
 	dq.q.waitFrames(false)
 	a.by.release <- struct{}{}
 	dq.waitDuty(t, dutyLeader, "the thread out of requests")
+}
+
+// blindSource stands for the front's ring as the reader sees it when a leader reads the
+// frames first: never readable. It counts the reader's waits without a time limit.
+type blindSource struct {
+	ring  int // an eventfd never written
+	blind atomic.Int32
+}
+
+func (b *blindSource) WaitReadable(d time.Duration, also ...int) bool {
+	if d < 0 {
+		b.blind.Add(1)
+	}
+	return frame.Poll(d, append([]int{b.ring}, also...)...)&1 != 0
+}
+
+// TestRunqReaderSeesDutyTaken: a thread takes the duty while the reader waits for frames,
+// reads them before the reader wakes, and blocks on one of them; the reader must still see
+// the runner stall and have the others served by the idle thread. (A full test run caught
+// the reader asleep through it, and requests waiting a second behind a time.sleep.)
+func TestRunqReaderSeesDutyTaken(t *testing.T) {
+	dq := newDutyQueue(t)
+	q := &dq.q
+	ring, err := frame.NewEventFD(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &blindSource{ring: ring}
+	q.tick = 50 * time.Millisecond // the leader keeps the duty while the test looks
+	got := startSleepers(t, q, 2)
+	var done atomic.Bool
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		q.serveReader(src, q.pump, done.Load)
+	}()
+	t.Cleanup(func() { // before startSleepers' cleanup
+		done.Store(true)
+		frame.Kick(dq.rkick)
+		<-served
+		syscall.Close(ring)
+	})
+
+	dq.waitDuty(t, dutyReader, "the worker idles: the watchdog gives the duty back")
+	deadline := time.Now().Add(5 * time.Second)
+	for src.blind.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the reader does not wait for frames")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	dq.send(t, 1) // the former leader reads and runs it, then leads
+	a := next(t, got)
+	a.by.release <- struct{}{}
+	dq.waitDuty(t, dutyLeader, "the thread out of requests")
+	dq.send(t, 2) // the leader reads both, runs the first, and blocks in it
+	b := next(t, got)
+	if b.t.id != 2 || b.by != a.by {
+		t.Fatalf("task %d taken, want 2 by the leader", b.t.id)
+	}
+	c := next(t, got)
+	if c.t.id != 3 || c.by == b.by {
+		t.Fatalf("task %d taken, want 3 by the idle thread", c.t.id)
+	}
+	b.by.release <- struct{}{}
+	c.by.release <- struct{}{}
 }

@@ -229,40 +229,11 @@ type worker struct {
 // keeps serving the streams in flight (their body, credit and cancel frames) until they are
 // done.
 func (w *worker) readLoop() {
-	for !w.readDone.Load() {
-		if w.queue.readerNap() {
-			frame.PollReadable(-1, -1, w.rkick, w.queue.watchdog)
-			w.queue.napping.Store(false)
-			frame.Drain(w.rkick)
-			if frame.Drain(w.queue.watchdog) {
-				w.queue.watchdogFired()
-			}
-			continue
-		}
-		stalled, taken := w.queue.progress()
-		d := time.Duration(-1)
-		if stalled {
-			d = rescueAfter
-		}
-		readable := w.in.WaitReadable(d, w.rkick)
-		frame.Drain(w.rkick)
-		if !readable {
-			if stalled && w.queue.sinceTake() >= rescueAfter {
-				w.queue.rescue(taken) // no request taken for a while: wake idle threads for the rest
-			}
-			continue
-		}
-		if !w.queue.readerDuty() { // a thread took the duty, and reads this
-			continue
-		}
+	w.queue.serveReader(w.in, func() bool {
 		w.rmu.Lock()
-		ok := w.pump()
-		w.rmu.Unlock()
-		if !ok {
-			return
-		}
-		w.queue.dispatch()
-	}
+		defer w.rmu.Unlock()
+		return w.pump()
+	}, w.readDone.Load)
 }
 
 // tryPump is runq's pump: it reads what the front sent, unless another reader is at it, and
