@@ -145,11 +145,14 @@ func AppendU32(dst []byte, k Kind, stream uint32, v uint32) []byte {
 // ErrTooLarge reports a frame whose declared payload exceeds MaxPayload.
 var ErrTooLarge = errors.New("frame: payload too large")
 
-// Reader decodes frames from a buffered stream. It is not safe for concurrent use.
+// Reader decodes frames from a buffered stream or from a Ring. It is not safe for concurrent
+// use.
 type Reader struct {
-	br  *bufio.Reader
-	buf []byte
-	hdr [HeaderSize]byte // here rather than on the stack, where io.ReadFull would move it to the heap
+	in   io.Reader     // br or ring
+	br   *bufio.Reader // nil when reading a ring
+	ring *Ring
+	buf  []byte
+	hdr  [HeaderSize]byte // here rather than on the stack, where io.ReadFull would move it to the heap
 
 	// Alloc, when set, may return a buffer of length n for the payload of a frame of kind k;
 	// the payload is then read straight into it and belongs to the caller, saving a copy of
@@ -158,13 +161,18 @@ type Reader struct {
 }
 
 // NewReader returns a Reader over br.
-func NewReader(br *bufio.Reader) *Reader { return &Reader{br: br} }
+func NewReader(br *bufio.Reader) *Reader { return &Reader{in: br, br: br} }
+
+// NewRingReader returns a Reader over r. It needs no buffer of its own: the ring's bytes are
+// in memory already, and each is copied once, into the frame's payload. A bufio.Reader in
+// between copied every byte twice and held 256 KiB of its own per ring.
+func NewRingReader(r *Ring) *Reader { return &Reader{in: r, ring: r} }
 
 // Next reads the next frame. It returns io.EOF at a clean end between frames and
 // io.ErrUnexpectedEOF inside one.
 func (r *Reader) Next() (Frame, error) {
 	h := &r.hdr
-	if _, err := io.ReadFull(r.br, h[:]); err != nil {
+	if _, err := io.ReadFull(r.in, h[:]); err != nil {
 		return Frame{}, err
 	}
 	n := binary.LittleEndian.Uint32(h[0:4])
@@ -184,7 +192,7 @@ func (r *Reader) Next() (Frame, error) {
 		}
 		f.Payload = r.buf[:n]
 	}
-	if _, err := io.ReadFull(r.br, f.Payload); err != nil {
+	if _, err := io.ReadFull(r.in, f.Payload); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
@@ -193,17 +201,29 @@ func (r *Reader) Next() (Frame, error) {
 	return f, nil
 }
 
-// HasFrame reports whether a whole frame is already buffered, so that Next will not block.
-// It never reads from the underlying stream itself.
+// HasFrame reports whether a whole frame is already buffered (or published, in a ring), so
+// that Next will not block. It never reads from the underlying stream itself.
 func (r *Reader) HasFrame() bool {
-	if r.br.Buffered() < HeaderSize {
-		return false
+	var h []byte
+	var buffered int
+	if r.ring != nil {
+		buffered = r.ring.Buffered()
+		if buffered < HeaderSize {
+			return false
+		}
+		h = r.hdr[:]
+		r.ring.Peek(h)
+	} else {
+		buffered = r.br.Buffered()
+		if buffered < HeaderSize {
+			return false
+		}
+		var err error
+		if h, err = r.br.Peek(HeaderSize); err != nil {
+			return false
+		}
 	}
-	h, err := r.br.Peek(HeaderSize)
-	if err != nil {
-		return false
-	}
-	return r.br.Buffered() >= HeaderSize+int(binary.LittleEndian.Uint32(h[0:4]))
+	return buffered >= HeaderSize+int(binary.LittleEndian.Uint32(h[0:4]))
 }
 
 // U32 decodes a payload that is one u32.

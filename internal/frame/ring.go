@@ -267,7 +267,9 @@ func (r *Ring) Read(p []byte) (int, error) {
 		k := copy(p[:n], r.data[at:])
 		copy(p[k:n], r.data)
 		h.head.Store(head + n)
-		if h.writerSleeps.Swap(0) == 1 {
+		// Loaded first: a swap is a locked instruction, and Next reads twice per frame. The
+		// writer stores its mark before it looks at head, so one of us sees the other.
+		if h.writerSleeps.Load() == 1 && h.writerSleeps.Swap(0) == 1 {
 			Kick(r.writerWake)
 		}
 		if h.kicked.Load() == 1 && h.tail.Load() == head+n {
@@ -275,6 +277,25 @@ func (r *Ring) Read(p []byte) (int, error) {
 		}
 		return int(n), nil
 	}
+}
+
+// Buffered returns how many published bytes wait to be read.
+func (r *Ring) Buffered() int {
+	h := r.hdr
+	return int(h.tail.Load() - h.head.Load())
+}
+
+// Peek copies the next len(p) bytes into p without reading them; it reports false, and
+// copies nothing, when fewer are published. Only the reader may call it.
+func (r *Ring) Peek(p []byte) bool {
+	h := r.hdr
+	head := h.head.Load()
+	if h.tail.Load()-head < uint64(len(p)) {
+		return false
+	}
+	k := copy(p, r.data[head&r.mask:])
+	copy(p[k:], r.data)
+	return true
 }
 
 // Readable reports whether a Read would not sleep: the ring holds bytes, or it ended.

@@ -489,3 +489,84 @@ func TestRingWriter(t *testing.T) {
 	}
 	syscall.Close(fd)
 }
+
+// FuzzRingReader: a Reader over a ring decodes exactly what a Reader over a buffered stream
+// of the same bytes decodes, frame by frame and down to the error, wherever in the ring the
+// bytes start (frames wrap around its end), and HasFrame says yes exactly when the next
+// frame is whole.
+func FuzzRingReader(f *testing.F) {
+	f.Add(uint16(0), AppendRequest(nil, 1, []byte("k"), []byte("v"), false))
+	f.Add(uint16(4090), Append(Append(nil, Data, 1, 7, bytes.Repeat([]byte("x"), 300)), End, 0, 7, nil))
+	f.Add(uint16(4093), AppendU32(nil, Credit, 3, 65536)[:12])
+	f.Add(uint16(4095), Append(nil, Data, 0, 5, bytes.Repeat([]byte("y"), 700)))
+	f.Add(uint16(100), []byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, at uint16, b []byte) {
+		const size = 4096
+		front, worker := newRingPair(t, size)
+		if len(b) > size {
+			b = b[:size]
+		}
+		// Move both positions to at, so that the bytes wrap where the input says.
+		skip := make([]byte, int(at)%size)
+		if err := worker.Append(skip); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(front, skip); err != nil {
+			t.Fatal(err)
+		}
+		if err := worker.Append(b); err != nil {
+			t.Fatal(err)
+		}
+		worker.Close()
+
+		want := NewReader(bufio.NewReader(bytes.NewReader(b)))
+		got := NewRingReader(front)
+		rest := b
+		for {
+			whole := len(rest) >= HeaderSize && len(rest) >= HeaderSize+int(binary.LittleEndian.Uint32(rest))
+			if got.HasFrame() != whole {
+				t.Fatalf("HasFrame %v with %d bytes left (%x...)", !whole, len(rest), rest[:min(len(rest), HeaderSize)])
+			}
+			wf, werr := want.Next()
+			gf, gerr := got.Next()
+			if (gerr == nil) != (werr == nil) || gerr != nil && gerr.Error() != werr.Error() {
+				t.Fatalf("ring reader: %v, buffered reader: %v", gerr, werr)
+			}
+			if werr != nil {
+				return
+			}
+			if gf.Kind != wf.Kind || gf.Flags != wf.Flags || gf.Stream != wf.Stream || !bytes.Equal(gf.Payload, wf.Payload) {
+				t.Fatalf("ring reader: %v %d %d %q, buffered reader: %v %d %d %q",
+					gf.Kind, gf.Flags, gf.Stream, gf.Payload, wf.Kind, wf.Flags, wf.Stream, wf.Payload)
+			}
+			rest = rest[HeaderSize+len(wf.Payload):]
+		}
+	})
+}
+
+// TestRingReaderPartial: a frame published in pieces, across the ring's end, is not whole
+// until its last byte is published, and then reads as sent.
+func TestRingReaderPartial(t *testing.T) {
+	front, worker := newRingPair(t, 4096)
+	skip := make([]byte, 4096-1) // the next frame's length straddles the end
+	worker.Append(skip)
+	io.ReadFull(front, skip)
+	r := NewRingReader(front)
+	payload := bytes.Repeat([]byte("payload "), 40) // 320 bytes: two bytes of length
+	fr := Append(nil, Data, 0, 9, payload)
+	for i := range fr {
+		if r.HasFrame() {
+			t.Fatalf("HasFrame with %d of %d bytes published", i, len(fr))
+		}
+		if err := worker.Append(fr[i : i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !r.HasFrame() {
+		t.Fatal("no HasFrame with the whole frame published")
+	}
+	f, err := r.Next()
+	if err != nil || f.Kind != Data || f.Stream != 9 || !bytes.Equal(f.Payload, payload) {
+		t.Fatalf("read %v %d %q %v", f.Kind, f.Stream, f.Payload, err)
+	}
+}

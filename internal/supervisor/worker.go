@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -347,7 +346,7 @@ func (w *workerConn) readLoop() {
 			syscall.Close(fd)
 		}
 	}()
-	r := frame.NewReader(bufio.NewReaderSize(w.ring, 256<<10))
+	r := frame.NewRingReader(w.ring)
 	r.Alloc = w.sup.dataBuffer
 	log := w.sup.log
 	for {

@@ -5,7 +5,6 @@
 package worker
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -123,7 +122,7 @@ func Run(opts Options) int {
 		log.Error("worker: " + err.Error())
 		return ExitBadSetup
 	}
-	w.r = frame.NewReader(bufio.NewReaderSize(w.in, 256<<10))
+	w.r = frame.NewRingReader(w.in)
 	w.r.Alloc = requestBuffer
 	w.queue.pump, w.queue.rkick = w.tryPump, w.rkick
 	if w.queue.watchdog, err = newTimerFD(); err == nil {
