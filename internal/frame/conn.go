@@ -29,8 +29,9 @@ type Writer struct {
 	file *os.File // direct mode: a blocking unix stream socket for descriptors
 
 	// wmu serialises writes, so a frame sent with a descriptor cannot overtake frames
-	// appended before it.
-	wmu sync.Mutex
+	// appended before it; it guards scratch.
+	wmu     sync.Mutex
+	scratch []byte // SendData's frames ahead of its data
 
 	// mu guards the fields that follow.
 	mu      sync.Mutex
@@ -105,6 +106,69 @@ func (w *Writer) combine() error {
 		}
 	}
 	return nil
+}
+
+// bigData is the least payload SendData writes from the caller's memory into the ring.
+const bigData = 16 << 10
+
+// SendData sends the frames fn appends, then data as Data frames of stream and, if end, the
+// stream's End frame, in order with the other sends. A direct Writer copies a big data from
+// the caller's memory into the ring once: through the pending buffer it was copied twice,
+// and the buffer grew to hold the chunks of several threads (a streamed response sends some
+// 64 KiB chunks this way when its thread's shared buffers are all lent), which the worker
+// then kept.
+func (w *Writer) SendData(fn func(dst []byte) []byte, stream uint32, data []byte, end bool) error {
+	if !w.direct() || len(data) < bigData {
+		return w.SendFunc(func(dst []byte) []byte {
+			dst = AppendData(fn(dst), stream, data)
+			if end {
+				dst = AppendHeader(dst, End, 0, stream, 0)
+			}
+			return dst
+		})
+	}
+	w.mu.Lock()
+	err := w.err
+	if err == nil && w.closed {
+		err = ErrClosed
+	}
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	w.wmu.Lock()
+	err = w.flushLocked() // what was sent before goes first
+	if err == nil {
+		err = w.appendData(fn, stream, data, end)
+	}
+	w.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	return w.combine() // frames other senders appended while we held wmu
+}
+
+// appendData is SendData's write into the ring; w.wmu must be held.
+func (w *Writer) appendData(fn func(dst []byte) []byte, stream uint32, data []byte, end bool) error {
+	w.scratch = fn(w.scratch[:0])
+	err := w.ring.Append(w.scratch)
+	var hdr [HeaderSize]byte
+	for p := data; err == nil && len(p) > 0; {
+		n := min(len(p), MaxData)
+		if err = w.ring.Append(AppendHeader(hdr[:0], Data, 0, stream, n)); err == nil {
+			err = w.ring.Append(p[:n])
+		}
+		p = p[n:]
+	}
+	if err == nil && end {
+		err = w.ring.Append(AppendHeader(hdr[:0], End, 0, stream, 0))
+	}
+	w.ring.Wake()
+	if err != nil {
+		err = fmt.Errorf("write frames: %w", err)
+		w.fail(err)
+	}
+	return err
 }
 
 func (w *Writer) appendFrames(fn func(dst []byte) []byte) error {

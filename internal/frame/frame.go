@@ -136,6 +136,16 @@ func Append(dst []byte, k Kind, flags uint8, stream uint32, payload []byte) []by
 	return append(dst, payload...)
 }
 
+// AppendData appends p as Data frames of stream, split at MaxData.
+func AppendData(dst []byte, stream uint32, p []byte) []byte {
+	for len(p) > 0 {
+		n := min(len(p), MaxData)
+		dst = Append(dst, Data, 0, stream, p[:n])
+		p = p[n:]
+	}
+	return dst
+}
+
 // AppendU32 appends a frame whose payload is one u32, as Credit and WantBody use.
 func AppendU32(dst []byte, k Kind, stream uint32, v uint32) []byte {
 	dst = AppendHeader(dst, k, 0, stream, 4)

@@ -181,11 +181,21 @@ func TestRingWriterConcurrent(t *testing.T) {
 			return errors.New("file frame without its descriptor")
 		}
 	})
+	numbered := func(i, size int) []byte {
+		return binary.LittleEndian.AppendUint32(bytes.Repeat([]byte{byte(i)}, size-4)[:0:0], uint32(i))
+	}
 	sendConcurrently(t, senders, each, func(g, i int) error {
-		if i%500 == 0 {
+		switch {
+		case i%500 == 0:
 			return w.SendFD(AppendFileFrame(nil, uint32(g), int64(i), 0), int(tmp.Fd()))
+		case i%7 == 3: // frame i through the pending buffer, then i+1 big, straight into the ring
+			return w.SendData(func(dst []byte) []byte {
+				return Append(dst, Data, 0, uint32(g), numbered(i, 4))
+			}, uint32(g), append(numbered(i+1, 4), bytes.Repeat([]byte{byte(i + 1)}, bigData+i)...), false)
+		case i%7 == 4 && (i-1)%500 != 0:
+			return nil // sent with i-1
 		}
-		return w.Send(Append(nil, Data, 0, uint32(g), binary.LittleEndian.AppendUint32(nil, uint32(i))))
+		return w.Send(Append(nil, Data, 0, uint32(g), numbered(i, 4)))
 	})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -218,7 +228,9 @@ func sendConcurrently(t *testing.T, senders, each int, send func(g, i int) error
 func readInOrder(r io.Reader, senders, each int, onFile func() error) <-chan error {
 	got := make(chan error, 1)
 	go func() {
-		fr := NewReader(bufio.NewReader(r))
+		br := bufio.NewReader(r)
+		defer func() { _, _ = io.Copy(io.Discard, br) }() // after a failure: senders must not hang
+		fr := NewReader(br)
 		next := make([]int, senders)
 		for n := 0; n < senders*each; n++ {
 			f, err := fr.Next()
@@ -236,6 +248,10 @@ func readInOrder(r io.Reader, senders, each int, onFile func() error) <-chan err
 				}
 			} else {
 				i = int(binary.LittleEndian.Uint32(f.Payload))
+				if len(f.Payload) > 4 && !bytes.Equal(f.Payload[4:], bytes.Repeat([]byte{byte(i)}, len(f.Payload)-4)) {
+					got <- fmt.Errorf("sender %d: frame %d of %d bytes arrived garbled", f.Stream, i, len(f.Payload))
+					return
+				}
 			}
 			if i != next[f.Stream] {
 				got <- fmt.Errorf("sender %d: frame %d arrived, want %d", f.Stream, i, next[f.Stream])

@@ -180,20 +180,16 @@ func (s *slot) stream(th *pybridge.Thread, t *task, res pybridge.Result) {
 			break // cancelled: the client is gone
 		}
 		done := res.Kind == pybridge.Done
-		// One copy, from the Python bytes into shared buffers, or straight into the writer's
-		// buffer for what does not go there; res.Data stays valid until the next call on th.
+		// One copy, from the Python bytes into shared buffers, or into the ring for what does
+		// not go there (see SendData); res.Data stays valid until the next call on th.
 		rest := s.share(res.Data)
-		_ = s.w.out.SendFunc(func(dst []byte) []byte { // a dead front ends the reader
+		_ = s.w.out.SendData(func(dst []byte) []byte { // a dead front ends the reader
 			dst = append(dst, buf...)
 			for _, c := range s.claimed {
 				dst = frame.AppendDataShared(dst, t.id, c.i, c.n)
 			}
-			dst = appendData(dst, t.id, rest)
-			if done {
-				dst = frame.AppendHeader(dst, frame.End, 0, t.id, 0)
-			}
 			return dst
-		})
+		}, t.id, rest, done)
 		buf = buf[:0]
 		if done {
 			return
@@ -270,15 +266,6 @@ func (s *slot) share(p []byte) []byte {
 		}
 	}
 	return p
-}
-
-func appendData(dst []byte, id uint32, p []byte) []byte {
-	for len(p) > 0 {
-		n := min(len(p), frame.MaxData)
-		dst = frame.Append(dst, frame.Data, 0, id, p[:n])
-		p = p[n:]
-	}
-	return dst
 }
 
 // companionLoop serves the thread's up pipe: write() output and requests for more body.
