@@ -229,13 +229,18 @@ func readInOrder(r io.Reader, senders, each int, onFile func() error) <-chan err
 	got := make(chan error, 1)
 	go func() {
 		br := bufio.NewReader(r)
-		defer func() { _, _ = io.Copy(io.Discard, br) }() // after a failure: senders must not hang
 		fr := NewReader(br)
+		fail := func(err error) {
+			got <- err
+			// Let the senders finish; only after a failure, since the test's cleanup unmaps
+			// the ring under a reader still at it, which may then read the next test's ring.
+			_, _ = io.Copy(io.Discard, br)
+		}
 		next := make([]int, senders)
 		for n := 0; n < senders*each; n++ {
 			f, err := fr.Next()
 			if err != nil {
-				got <- fmt.Errorf("frame %d: %w", n, err)
+				fail(fmt.Errorf("frame %d: %w", n, err))
 				return
 			}
 			var i int
@@ -243,18 +248,18 @@ func readInOrder(r io.Reader, senders, each int, onFile func() error) <-chan err
 				off, _, _ := ParseFileFrame(f.Payload)
 				i = int(off)
 				if err := onFile(); err != nil {
-					got <- err
+					fail(err)
 					return
 				}
 			} else {
 				i = int(binary.LittleEndian.Uint32(f.Payload))
 				if len(f.Payload) > 4 && !bytes.Equal(f.Payload[4:], bytes.Repeat([]byte{byte(i)}, len(f.Payload)-4)) {
-					got <- fmt.Errorf("sender %d: frame %d of %d bytes arrived garbled", f.Stream, i, len(f.Payload))
+					fail(fmt.Errorf("sender %d: frame %d of %d bytes arrived garbled", f.Stream, i, len(f.Payload)))
 					return
 				}
 			}
 			if i != next[f.Stream] {
-				got <- fmt.Errorf("sender %d: frame %d arrived, want %d", f.Stream, i, next[f.Stream])
+				fail(fmt.Errorf("sender %d: frame %d arrived, want %d", f.Stream, i, next[f.Stream]))
 				return
 			}
 			next[f.Stream]++
