@@ -128,10 +128,7 @@ func (w *Writer) SendData(fn func(dst []byte) []byte, stream uint32, data []byte
 		})
 	}
 	w.mu.Lock()
-	err := w.err
-	if err == nil && w.closed {
-		err = ErrClosed
-	}
+	err := w.refused()
 	w.mu.Unlock()
 	if err != nil {
 		return err
@@ -171,14 +168,22 @@ func (w *Writer) appendData(fn func(dst []byte) []byte, stream uint32, data []by
 	return err
 }
 
-func (w *Writer) appendFrames(fn func(dst []byte) []byte) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+// refused returns why sends fail: the first write error, or ErrClosed; w.mu must be held.
+func (w *Writer) refused() error {
 	if w.err != nil {
 		return w.err
 	}
 	if w.closed {
 		return ErrClosed
+	}
+	return nil
+}
+
+func (w *Writer) appendFrames(fn func(dst []byte) []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.refused(); err != nil {
+		return err
 	}
 	if w.pending == nil {
 		w.pending, w.spare = w.spare, nil
