@@ -133,16 +133,22 @@ func (w *Writer) SendData(fn func(dst []byte) []byte, stream uint32, data []byte
 	if err != nil {
 		return err
 	}
+	return w.writeInOrder(func() error { return w.appendData(fn, stream, data, end) })
+}
+
+// writeInOrder runs write under wmu, after what is pending (sent before), and then writes
+// what other senders appended meanwhile.
+func (w *Writer) writeInOrder(write func() error) error {
 	w.wmu.Lock()
-	err = w.flushLocked() // what was sent before goes first
+	err := w.flushLocked()
 	if err == nil {
-		err = w.appendData(fn, stream, data, end)
+		err = write()
 	}
 	w.wmu.Unlock()
 	if err != nil {
 		return err
 	}
-	return w.combine() // frames other senders appended while we held wmu
+	return w.combine()
 }
 
 // appendData is SendData's write into the ring; w.wmu must be held.
@@ -195,33 +201,23 @@ func (w *Writer) appendFrames(fn func(dst []byte) []byte) error {
 // SendFD writes frames at once, after everything sent before, with fd sent ahead of them as
 // SCM_RIGHTS (direct mode only). The caller keeps ownership of fd.
 func (w *Writer) SendFD(frames []byte, fd int) error {
-	if err := w.sendFD(frames, fd); err != nil {
-		return err
-	}
-	return w.combine() // frames other senders appended while we held wmu
-}
-
-func (w *Writer) sendFD(frames []byte, fd int) error {
 	if w.file == nil {
 		return errors.New("send frame with descriptor: no socket")
 	}
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
-	if err := w.flushLocked(); err != nil {
+	return w.writeInOrder(func() error {
+		// The descriptor goes alone through the socket, with one byte, and the frames into
+		// the ring after it, so the front has the descriptor once it reads the File frame.
+		err := w.sendRights(fd)
+		if err == nil {
+			err = w.ring.Append(frames)
+			w.ring.Wake()
+		}
+		if err != nil {
+			err = fmt.Errorf("send frame with descriptor: %w", err)
+			w.fail(err)
+		}
 		return err
-	}
-	// The descriptor goes alone through the socket, with one byte, and the frames into the
-	// ring after it, so the front has the descriptor once it reads the File frame.
-	err := w.sendRights(fd)
-	if err == nil {
-		err = w.ring.Append(frames)
-		w.ring.Wake()
-	}
-	if err != nil {
-		err = fmt.Errorf("send frame with descriptor: %w", err)
-		w.fail(err)
-	}
-	return err
+	})
 }
 
 func (w *Writer) fail(err error) {
