@@ -165,6 +165,7 @@ func parseArgs(args []string, getenv func(string) string) (config.Config, action
 	both("p", "pid", stringFlag{&cfg.Pidfile})
 	both("w", "workers", intFlag{&cfg.Workers})
 	both("", "threads", intFlag{&cfg.Threads})
+	fs.Var(intFlag{&cfg.Prefetch}, "prefetch", "")
 	fs.StringVar(&cfg.WorkerScheduling, "worker-scheduling", cfg.WorkerScheduling, "")
 	fs.StringVar(&cfg.Chdir, "chdir", cfg.Chdir, "")
 	fs.StringVar(&pythonpath, "pythonpath", "", "")
@@ -287,6 +288,9 @@ Options:
   -p, --pid FILE              write the front's pid to FILE (removed at exit)
   -w, --workers N             worker processes (default $WEB_CONCURRENCY or 1)
       --threads N             Python threads per worker (default 1)
+      --prefetch N            requests a worker may hold queued beyond its threads; they run
+                              back to back, and come back if its threads are held up
+                              (default 3 × threads; 0: each waits for a free thread)
       --worker-scheduling P   CPU scheduling policy of the workers: batch (SCHED_BATCH, the
                               default) or normal
       --chdir DIR             change to DIR before loading the app

@@ -8,13 +8,13 @@ import (
 )
 
 func TestParseArgs(t *testing.T) {
-	cfg, act, err := parseArgs([]string{"-w", "4", "--threads=8", "-b", "127.0.0.1:1", "--bind", "unix:/tmp/s",
+	cfg, act, err := parseArgs([]string{"-w", "4", "--threads=8", "--prefetch", "5", "-b", "127.0.0.1:1", "--bind", "unix:/tmp/s",
 		"myproj.wsgi:application", "--chdir", "/srv", "--pythonpath", "a, b", "-e", "A=1", "--graceful-timeout", "2.5",
 		"-t", "10"}, func(string) string { return "" })
 	if err != nil || act != actionServe {
 		t.Fatalf("got %v %v", act, err)
 	}
-	if cfg.Workers != 4 || cfg.Threads != 8 || cfg.App != "myproj.wsgi:application" || cfg.Chdir != "/srv" {
+	if cfg.Workers != 4 || cfg.Threads != 8 || cfg.Prefetch != 5 || cfg.App != "myproj.wsgi:application" || cfg.Chdir != "/srv" {
 		t.Fatalf("got %+v", cfg)
 	}
 	if strings.Join(cfg.Binds, " ") != "127.0.0.1:1 unix:/tmp/s" || strings.Join(cfg.PythonPath, " ") != "a b" {

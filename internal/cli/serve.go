@@ -127,7 +127,8 @@ func serve(cfg config.Config, stdout, stderr io.Writer) int {
 
 	sup := supervisor.New(supervisor.Config{
 		Exe: exe, Args: []string{workerArg}, Env: env, Workers: cfg.Workers, Threads: cfg.Threads,
-		Stdout: os.Stdout, Stderr: errFile, Logger: log, AppLoadExit: worker.ExitAppLoad,
+		Prefetch: cfg.EffectivePrefetch(),
+		Stdout:   os.Stdout, Stderr: errFile, Logger: log, AppLoadExit: worker.ExitAppLoad,
 		GracefulTimeout: cfg.GracefulTimeout, MaxRequests: cfg.MaxRequests,
 		MaxRequestsJitter: cfg.MaxRequestsJitter, MaxMemory: int64(cfg.MaxWorkerMemoryMB) << 20,
 		HeartbeatTimeout: heartbeatTimeout(cfg.Timeout),

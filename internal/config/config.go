@@ -24,6 +24,12 @@ type Config struct {
 	Workers int
 	// Threads is the number of Python threads per worker (default 1).
 	Threads int
+	// Prefetch is how many requests each worker may hold queued beyond its threads (0: none,
+	// each request waits in the front for a free thread; -1, the default: 3 × Threads).
+	// Requests go to idle threads first; a worker's queued requests run back to back, a
+	// worker whose threads are all held up hands them back, and a worker that dies before
+	// starting them loses none.
+	Prefetch int
 	// Chdir is the directory to change to before loading the app; "" keeps the current one.
 	Chdir string
 	// PythonPath lists directories prepended to sys.path.
@@ -80,6 +86,7 @@ func Default(getenv func(string) string) Config {
 	c := Config{
 		Workers:         1,
 		Threads:         1,
+		Prefetch:        -1,
 		LogLevel:        "info",
 		ErrorLog:        "-",
 		GracefulTimeout: 30 * time.Second,
@@ -93,6 +100,14 @@ func Default(getenv func(string) string) Config {
 		c.Workers = n
 	}
 	return c
+}
+
+// EffectivePrefetch returns Prefetch, or its default for Threads when it is negative.
+func (c *Config) EffectivePrefetch() int {
+	if c.Prefetch < 0 {
+		return 3 * c.Threads
+	}
+	return c.Prefetch
 }
 
 // EffectiveBinds returns Binds, or the default bind when none was given.
@@ -124,6 +139,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Threads < 1 || c.Threads > 1024 {
 		return &Error{"--threads", fmt.Sprintf("must be between 1 and 1024, got %d", c.Threads)}
+	}
+	if c.Prefetch < -1 || c.Prefetch > 4096 { // -1: the default, 3 × Threads
+		return &Error{"--prefetch", fmt.Sprintf("must be between 0 and 4096, got %d", c.Prefetch)}
 	}
 	for _, b := range c.Binds {
 		if _, _, err := ParseBind(b); err != nil {

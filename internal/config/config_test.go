@@ -24,6 +24,14 @@ func TestDefaults(t *testing.T) {
 	if c := Default(env(map[string]string{"WEB_CONCURRENCY": "3"})); c.Workers != 3 {
 		t.Fatalf("WEB_CONCURRENCY: got %d workers", c.Workers)
 	}
+	c.Threads = 4
+	if got := c.EffectivePrefetch(); got != 12 {
+		t.Fatalf("default prefetch with 4 threads: %d, want 12", got)
+	}
+	c.Prefetch = 0
+	if got := c.EffectivePrefetch(); got != 0 {
+		t.Fatalf("--prefetch 0: %d, want 0", got)
+	}
 }
 
 func TestValidateNamesTheField(t *testing.T) {
@@ -34,6 +42,8 @@ func TestValidateNamesTheField(t *testing.T) {
 	}{
 		{"no app", func(c *Config) { c.App = "" }, "APP_MODULE"},
 		{"zero threads", func(c *Config) { c.Threads = 0 }, "--threads"},
+		{"negative prefetch", func(c *Config) { c.Prefetch = -2 }, "--prefetch"},
+		{"huge prefetch", func(c *Config) { c.Prefetch = 5000 }, "--prefetch"},
 		{"zero workers", func(c *Config) { c.Workers = 0 }, "--workers"},
 		{"bad bind", func(c *Config) { c.Binds = []string{"127.0.0.1:99999"} }, "--bind"},
 		{"bad env", func(c *Config) { c.Env = []string{"NOEQUALS"} }, "--env"},

@@ -89,6 +89,19 @@ func (w *Writer) SendFunc(fn func(dst []byte) []byte) error {
 	return nil
 }
 
+// SendNow sends frames like Send, but on a direct Writer returns only once they are in the
+// ring, never leaving them to another sender: the caller may then publish what the reader must
+// learn only after them.
+func (w *Writer) SendNow(frames []byte) error {
+	if !w.direct() {
+		return w.Send(frames)
+	}
+	if err := w.appendFrames(func(dst []byte) []byte { return append(dst, frames...) }); err != nil {
+		return err
+	}
+	return w.writeInOrder(func() error { return nil })
+}
+
 // combine writes the pending frames unless another sender holds wmu; that sender looks for
 // more pending frames after letting go of wmu, so none are left behind.
 func (w *Writer) combine() error {

@@ -18,7 +18,7 @@ import (
 
 // Version is the protocol version a worker announces in its READY frame. The front refuses a
 // worker that speaks another version (a binary upgrade can briefly mix two builds).
-const Version = 5
+const Version = 6
 
 // HeaderSize is the size of a frame header in bytes.
 const HeaderSize = 10
@@ -47,6 +47,8 @@ const (
 	Interrupt
 	// Shutdown asks the worker to finish what it executes, finalize Python and exit.
 	Shutdown
+	// Recall asks the worker to hand back (Requeue) the requests no thread has taken.
+	Recall
 )
 
 // Frames sent by a worker to the front.
@@ -72,6 +74,9 @@ const (
 	// DataShared carries response body bytes in a buffer of the worker's SharedChunks: u32
 	// buffer index and u32 length. The front frees the buffer once it has written them.
 	DataShared
+	// Requeue hands back a request that no thread took (they were all held up): the front
+	// dispatches it again, and the worker's count of taken requests includes it.
+	Requeue
 )
 
 // Flags modify a frame.
@@ -94,6 +99,8 @@ func (k Kind) String() string {
 		return "INTERRUPT"
 	case Shutdown:
 		return "SHUTDOWN"
+	case Recall:
+		return "RECALL"
 	case Ready:
 		return "READY"
 	case WantBody:
@@ -110,6 +117,8 @@ func (k Kind) String() string {
 		return "HEARTBEAT"
 	case DataShared:
 		return "DATA_SHARED"
+	case Requeue:
+		return "REQUEUE"
 	}
 	return fmt.Sprintf("KIND(%d)", uint8(k))
 }

@@ -287,7 +287,7 @@ const maxDispatch = 3
 // dispatch waits for a free Python thread and sends the request to it.
 func (r *response) dispatch() bool {
 	r.attempts++
-	st, err := r.c.s.sup.Open(context.Background())
+	st, err := r.c.s.sup.Open(context.Background(), len(r.c.envBuf)+len(r.prefix))
 	if err != nil {
 		r.c.writeError(503, "")
 		r.c.logAccess(r.req, r.start, 503, 0)
@@ -391,6 +391,14 @@ func (r *response) run() bool {
 				continue
 			}
 			return r.failed()
+		case supervisor.EventRequeue:
+			// Every thread of its worker was held up: the next free one in any worker takes
+			// it. Not a failed attempt; a request whose client is gone is not sent again.
+			r.attempts--
+			if r.cancelled || !r.dispatch() {
+				return false
+			}
+			continue
 		case supervisor.EventWantBody:
 			r.feedBody(e.N)
 		case supervisor.EventHead:

@@ -21,6 +21,7 @@ const (
 	EventEnd                           // the response is complete (Abort: it broke after its head)
 	EventFailed                        // the worker died or was lost before the stream ended
 	EventRetry                         // the worker died before a thread took the stream: send it again
+	EventRequeue                       // the worker handed the stream back untaken: send it again
 	EventTimeout                       // NextTimeout's wait ran out
 )
 
@@ -44,13 +45,14 @@ type Stream struct {
 	id uint32
 	w  *workerConn
 
-	seq atomic.Uint64 // 1 + how many requests went to the worker before this one; 0: not sent
+	seq    atomic.Uint64 // 1 + how many requests went to the worker before this one; 0: not sent
+	queued int           // opened on a place in the worker's queue: the bytes it holds of its budget
 
 	// mu guards the fields that follow.
 	mu        sync.Mutex
 	events    []Event
 	first     [3]Event // the events array of a typical response (head, data, end), in place
-	ended     bool     // EventEnd, EventFailed or EventRetry was queued
+	ended     bool     // EventEnd, EventFailed, EventRetry or EventRequeue was queued
 	abandoned bool     // the caller left: events are dropped
 	timedOut  bool     // the current NextTimeout wait ran out (WaitTimer)
 	wake      chan struct{}
@@ -67,7 +69,7 @@ func newStream(id uint32, w *workerConn) *Stream {
 func (st *Stream) push(e Event) {
 	st.mu.Lock()
 	drop := st.ended || st.abandoned
-	if e.Kind == EventEnd || e.Kind == EventFailed || e.Kind == EventRetry {
+	if e.Kind == EventEnd || e.Kind == EventFailed || e.Kind == EventRetry || e.Kind == EventRequeue {
 		st.ended = true
 	}
 	if drop {
@@ -257,13 +259,16 @@ func (st *Stream) Pending() bool {
 
 // SendRequest sends the request: the packed environ and the first body bytes.
 func (st *Stream) SendRequest(environ, body []byte, bodyEnd bool) error {
-	return st.w.out.SendFunc(func(dst []byte) []byte {
+	err := st.w.out.SendFunc(func(dst []byte) []byte {
 		// The worker's threads take requests in the order they are written, which is the
 		// order of these calls (SendFunc serialises them): seq is compared with its count.
-		st.w.sent++
-		st.seq.Store(st.w.sent)
+		st.seq.Store(st.w.sent.Add(1))
 		return frame.AppendRequest(dst, st.id, environ, body, bodyEnd)
 	})
+	if st.queued > 0 {
+		st.w.sup.watchQueues() // after sent counts it: the look must see it
+	}
+	return err
 }
 
 // SendBody sends request body bytes the app asked for; end marks the last of them.

@@ -22,14 +22,21 @@ import (
 
 // Config says how to run workers. Zero durations take the documented defaults.
 type Config struct {
-	Exe     string    // the gowsgi binary
-	Args    []string  // arguments that put it in worker mode
-	Env     []string  // the workers' full environment
-	Workers int       // how many to keep running
-	Threads int       // Python threads per worker (0: 1); each gets its own shared chunk buffers
-	Stdout  io.Writer // the workers' stdout
-	Stderr  io.Writer // the workers' stderr: the error log
-	Logger  *slog.Logger
+	Exe     string   // the gowsgi binary
+	Args    []string // arguments that put it in worker mode
+	Env     []string // the workers' full environment
+	Workers int      // how many to keep running
+	Threads int      // Python threads per worker (0: 1); each gets its own shared chunk buffers
+	// Prefetch is how many requests each worker may hold beyond its threads, queued in it until
+	// a thread is free (0: none; a request goes only to a free thread). Requests go to free
+	// threads first. A batch of requests that waits in the worker is run back to back, without
+	// a round trip through the front for each (see docs/architecture.md); a request still
+	// queued when its worker dies is sent again, and a worker whose threads are all held up
+	// hands its queue back (see recallEvery).
+	Prefetch int
+	Stdout   io.Writer // the workers' stdout
+	Stderr   io.Writer // the workers' stderr: the error log
+	Logger   *slog.Logger
 	// AppLoadExit is the worker exit code that means "the app cannot be imported": at startup
 	// the server stops instead of respawning; on reload the old workers keep serving.
 	AppLoadExit int
@@ -79,9 +86,13 @@ type Supervisor struct {
 	log *slog.Logger
 
 	// tokens holds one entry per idle Python thread of a worker taking requests; taking one is
-	// how a request waits in the front for a thread.
+	// how a request waits in the front for a thread. spare holds the places of the workers'
+	// queues (Config.Prefetch), taken when no thread is idle.
 	tokens chan *workerConn
-	nextID atomic.Uint32
+	spare  chan *workerConn
+	// recallKick wakes the recaller (recallLoop) when a request went to a worker's queue.
+	recallKick chan struct{}
+	nextID     atomic.Uint32
 
 	ctrl     chan func()   // work for the control goroutine
 	stopping chan struct{} // closed when Stop or Kill begins
@@ -116,6 +127,7 @@ func New(cfg Config) *Supervisor {
 	cfg.defaults()
 	return &Supervisor{
 		cfg: cfg, log: cfg.Logger, tokens: make(chan *workerConn, 1<<16),
+		spare: make(chan *workerConn, 1<<16), recallKick: make(chan struct{}, 1),
 		ctrl: make(chan func(), 64), stopping: make(chan struct{}), done: make(chan struct{}),
 		ready: make(chan struct{}), fatal: make(chan error, 1), workers: make(map[*workerConn]struct{}),
 	}
@@ -197,19 +209,57 @@ func (s *Supervisor) replace(w *workerConn, reason string) {
 	s.do(func() { s.replaceLocked(w, reason) })
 }
 
-// Open waits for a free Python thread and returns a new stream on it. Waiting ends with ctx.
-func (s *Supervisor) Open(ctx context.Context) (*Stream, error) {
+// Open waits for a free Python thread, or a place in a worker's queue when no thread is
+// idle, and returns a new stream on it, for a request of size bytes (the environ and body
+// sent with it). A request that takes a place waits, if it must, until the bytes queued in
+// that worker leave room for it (queueBudget). Waiting ends with ctx.
+func (s *Supervisor) Open(ctx context.Context, size int) (*Stream, error) {
 	for {
+		var w *workerConn
+		queued := false
 		select {
-		case w := <-s.tokens:
-			if st := w.open(); st != nil {
-				return st, nil
+		case w = <-s.tokens: // an idle thread first
+		default:
+			select {
+			case w = <-s.tokens:
+			case w = <-s.spare:
+				queued = true
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-s.stopping:
+				return nil, ErrStopped
 			}
-			// A token of a worker that died or retired: drop it.
+		}
+		held := 0
+		if queued {
+			if err := s.reserve(ctx, w, size); err != nil {
+				return nil, err
+			}
+			held = size
+		}
+		if st := w.open(held); st != nil {
+			return st, nil
+		}
+		w.unreserve(held)
+		// A token of a worker that died or retired: drop it.
+	}
+}
+
+// reserve waits until size bytes fit in w's queueBudget and takes them, holding w's token;
+// it gives the token back if ctx ends or the supervisor stops first.
+func (s *Supervisor) reserve(ctx context.Context, w *workerConn, size int) error {
+	for {
+		room, ok := w.tryReserve(size)
+		if ok {
+			return nil
+		}
+		select {
+		case <-room:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			s.spare <- w
+			return ctx.Err()
 		case <-s.stopping:
-			return nil, ErrStopped
+			return ErrStopped
 		}
 	}
 }
@@ -259,6 +309,12 @@ func (s *Supervisor) isStopping() bool {
 // control is the goroutine that owns the worker set. Everything that changes it runs here.
 func (s *Supervisor) control() {
 	defer close(s.done)
+	recallDone := make(chan struct{})
+	go func() {
+		defer close(recallDone)
+		s.recallLoop()
+	}()
+	defer func() { <-recallDone }() // it ends with stopping, which allGone needs
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var allGone chan struct{} // closed once stopping and every worker goroutine has ended
@@ -360,7 +416,11 @@ func (s *Supervisor) onReady(w *workerConn, threads int) {
 	}
 	s.log.Info(fmt.Sprintf("Worker %d ready with %d threads", w.pid, threads))
 	sl.backoff = 0
-	s.addTokens(w, threads)
+	w.mu.Lock()
+	w.threads = threads
+	w.mu.Unlock()
+	s.addTokens(s.tokens, w, threads)
+	s.addTokens(s.spare, w, s.cfg.Prefetch)
 	if sl.next == w {
 		old := sl.cur
 		sl.cur, sl.next = w, nil
@@ -372,15 +432,15 @@ func (s *Supervisor) onReady(w *workerConn, threads int) {
 	}
 }
 
-// addTokens makes w's threads available, purging stale tokens of gone workers when the
-// channel fills up.
-func (s *Supervisor) addTokens(w *workerConn, n int) {
-	if len(s.tokens)+n > cap(s.tokens)/2 {
+// addTokens puts n tokens of w in ch (tokens or spare), purging stale tokens of gone workers
+// when the channel fills up.
+func (s *Supervisor) addTokens(ch chan *workerConn, w *workerConn, n int) {
+	if len(ch)+n > cap(ch)/2 {
 		var keep []*workerConn
 	drain:
 		for {
 			select {
-			case t := <-s.tokens:
+			case t := <-ch:
 				if t.accepting() {
 					keep = append(keep, t)
 				}
@@ -389,11 +449,11 @@ func (s *Supervisor) addTokens(w *workerConn, n int) {
 			}
 		}
 		for _, t := range keep {
-			s.tokens <- t
+			ch <- t
 		}
 	}
 	for i := 0; i < n; i++ {
-		s.tokens <- w
+		ch <- w
 	}
 }
 

@@ -23,10 +23,11 @@ type workerConn struct {
 	out  *frame.Writer
 	proc *os.Process
 
-	// taken counts the requests the worker's threads took (shared memory); sent counts the
-	// requests sent, and is only touched inside the Writer's SendFunc, which serialises it.
+	// taken counts the requests the worker's threads took or it handed back (shared memory);
+	// sent counts the requests sent, and is only added to inside the Writer's SendFunc, which
+	// serialises it.
 	taken *frame.SharedCounter
-	sent  uint64
+	sent  atomic.Uint64
 	// chunks carries big response body chunks (DataShared frames); connections writing from
 	// its buffers keep it mapped past the worker's end.
 	chunks *frame.SharedChunks
@@ -49,11 +50,22 @@ type workerConn struct {
 	stuckSince  time.Time // when a retiring worker was first seen with only stuck requests
 	maxRequests int
 
+	// roomMu guards the fields that follow.
+	roomMu      sync.Mutex
+	queuedBytes int           // what its queued streams hold of queueBudget
+	room        chan struct{} // closed when queuedBytes drops; nil while nobody waits
+
+	// Owned by the recaller (see look).
+	lookTaken uint64 // taken at the last look
+	stalled   bool   // no request taken between the last two looks, and asked to hand them back
+
 	// mu guards the fields that follow.
-	mu      sync.Mutex
-	streams map[uint32]*Stream
-	closed  bool // takes no new streams (retired or lost)
-	dead    bool // the process is gone
+	mu       sync.Mutex
+	streams  map[uint32]*Stream
+	closed   bool // takes no new streams (retired or lost)
+	dead     bool // the process is gone
+	threads  int  // its Python threads, from READY
+	withheld int  // tokens of streams it handed back, given back when it finishes one
 }
 
 // sharedChunks returns how many buffers of sharedChunkSize a worker with threads Python
@@ -70,6 +82,14 @@ const (
 	ringSize         = 256 << 10 // frames between the front and a worker, each way (frame.Ring)
 	sharedMaxBuffers = 64        // 4 MiB per worker
 )
+
+// queueBudget bounds the bytes of the requests in a worker's queue (Config.Prefetch), from
+// their send to their end, so that the ring to the worker holds them and the requests of its
+// threads: when it was full, the front wrote the rest of a request only as the worker read,
+// each piece milliseconds late, and the requests read before it waited meanwhile (with 16 KiB
+// bodies the recaller saw 100 to 170 such stalls in 6 s of load). A request that finds the
+// queue empty may take more.
+const queueBudget = ringSize / 2
 
 // start launches a worker process; it runs on the control goroutine.
 func (s *Supervisor) start() (*workerConn, error) {
@@ -229,8 +249,9 @@ func (w *workerConn) accepting() bool {
 	return !w.closed && !w.dead
 }
 
-// open starts a stream on w, or returns nil when w no longer takes requests.
-func (w *workerConn) open() *Stream {
+// open starts a stream on w, holding queued bytes of its queue budget (0: on an idle
+// thread), or returns nil when w no longer takes requests.
+func (w *workerConn) open(queued int) *Stream {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed || w.dead {
@@ -238,26 +259,96 @@ func (w *workerConn) open() *Stream {
 	}
 	id := w.sup.nextID.Add(1)
 	st := newStream(id, w)
+	st.queued = queued
 	w.streams[id] = st
 	return st
 }
 
-// finish forgets a stream whose thread is free again, and gives the thread back.
+// tryReserve takes size bytes of w's queueBudget, or returns a channel closed when some
+// are given back (or the worker is lost).
+func (w *workerConn) tryReserve(size int) (room <-chan struct{}, ok bool) {
+	w.roomMu.Lock()
+	defer w.roomMu.Unlock()
+	if w.queuedBytes == 0 || w.queuedBytes+size <= queueBudget {
+		w.queuedBytes += size
+		return nil, true
+	}
+	if w.room == nil {
+		w.room = make(chan struct{})
+	}
+	return w.room, false
+}
+
+// unreserve gives back size bytes of the queue budget and wakes those waiting for room.
+func (w *workerConn) unreserve(size int) {
+	if size == 0 {
+		return
+	}
+	w.roomMu.Lock()
+	w.queuedBytes -= size
+	if w.room != nil {
+		close(w.room)
+		w.room = nil
+	}
+	w.roomMu.Unlock()
+}
+
+// finish forgets a stream whose thread is free again, and gives its token back: to the idle
+// threads when fewer streams than threads are left, else to the queue places; with it come
+// the tokens withheld after hand-backs, as the worker makes progress again.
 func (w *workerConn) finish(id uint32) {
 	w.mu.Lock()
-	_, ok := w.streams[id]
+	st, ok := w.streams[id]
 	delete(w.streams, id)
 	give := ok && !w.closed && !w.dead
+	idle := len(w.streams) < w.threads
+	spare := 0
+	if give {
+		spare, w.withheld = w.withheld, 0
+	}
 	w.mu.Unlock()
 	if !ok {
 		return
 	}
+	w.unreserve(st.queued)
 	n := w.requests.Add(1)
 	if w.maxRequests > 0 && n == int64(w.maxRequests) {
 		w.sup.replace(w, fmt.Sprintf("served %d requests (--max-requests)", n))
 	}
 	if give {
-		w.sup.tokens <- w
+		if idle {
+			w.sup.tokens <- w
+		} else {
+			spare++
+		}
+		for ; spare > 0; spare-- {
+			w.sup.spare <- w
+		}
+	}
+}
+
+// requeue forgets a stream the worker handed back before any thread took it (frame.Requeue):
+// the front sends it again. Its token is withheld until the worker finishes a stream, so that
+// the request does not go straight back to a worker whose threads are all held up; a worker
+// left with no stream finishes none, and gets them back at once.
+func (w *workerConn) requeue(id uint32) {
+	w.mu.Lock()
+	st := w.streams[id]
+	delete(w.streams, id)
+	spare := 0
+	if st != nil && !w.closed && !w.dead {
+		w.withheld++
+		if len(w.streams) == 0 {
+			spare, w.withheld = w.withheld, 0
+		}
+	}
+	w.mu.Unlock()
+	if st != nil {
+		w.unreserve(st.queued)
+		st.push(Event{Kind: EventRequeue})
+	}
+	for ; spare > 0; spare-- {
+		w.sup.spare <- w
 	}
 }
 
@@ -291,6 +382,7 @@ func (w *workerConn) lost() {
 	w.mu.Unlock()
 	taken := w.taken.Load() // final: the process is gone
 	for _, st := range streams {
+		w.unreserve(st.queued) // a request waiting for room here goes elsewhere
 		if seq := st.seq.Load(); seq != 0 && seq <= taken {
 			st.push(Event{Kind: EventFailed})
 		} else {
@@ -427,6 +519,8 @@ func (w *workerConn) readLoop() {
 				st.push(Event{Kind: EventEnd, Abort: f.Flags&frame.FlagAbort != 0})
 			}
 			w.finish(f.Stream)
+		case frame.Requeue:
+			w.requeue(f.Stream)
 		case frame.Heartbeat:
 		default:
 			log.Error(fmt.Sprintf("Worker %d sent an unexpected %v frame", w.pid, f.Kind))

@@ -55,7 +55,7 @@ type runq struct {
 	head     int
 	idle     []*slot // threads asleep in take (the leader too)
 	active   int     // threads running a request
-	taken    uint64  // requests taken so far, the progress the rescue looks for
+	taken    uint64  // requests taken (or handed back) so far, the progress the rescue looks for
 	lastTake time.Duration
 	closed   bool
 
@@ -71,8 +71,8 @@ type runq struct {
 	sockDone    bool // the connection from the front ended: nobody leads
 
 	// shared publishes taken to the front, which dispatches the requests beyond it again if
-	// the worker dies (nil in tests). Requests are taken in the order they arrived, so the
-	// count says which ones reached the app.
+	// the worker dies (nil in tests). Requests are taken, or handed back, in the order they
+	// arrived, so the count says which ones may have reached the app.
 	shared *frame.SharedCounter
 
 	// Set by the worker before the threads start; in tests, pump and wait may be nil, and
@@ -194,6 +194,32 @@ func (q *runq) toReader() (kickReader bool) {
 	}
 	q.duty, q.holder = dutyReader, nil
 	return q.napping.Load()
+}
+
+// handBack empties the queue of the requests no thread has taken (frame.Recall) and returns
+// them, if every thread is busy and none took a request for rescueAfter: the front saw no
+// progress, but it may itself have been slow to deliver them (a full ring), and a thread
+// that is idle takes them soon enough. send tells the front, before they count as taken
+// and with q.mu held, so that no thread takes a later request meanwhile: the front takes a
+// request counted in shared for one that reached the app, unless it heard first that it
+// came back.
+func (q *runq) handBack(send func([]*task)) []*task {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.idle) > 0 || time.Since(epoch)-q.lastTake < rescueAfter {
+		return nil
+	}
+	ts := append([]*task(nil), q.tasks[q.head:]...)
+	clear(q.tasks)
+	q.tasks, q.head = q.tasks[:0], 0
+	if len(ts) > 0 {
+		send(ts)
+		q.taken += uint64(len(ts))
+		if q.shared != nil {
+			q.shared.Store(q.taken)
+		}
+	}
+	return ts
 }
 
 // close wakes every idle thread; take returns false once the queue is empty.

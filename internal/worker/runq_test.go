@@ -561,3 +561,63 @@ func TestRunqReaderSeesDutyTaken(t *testing.T) {
 	b.by.release <- struct{}{}
 	c.by.release <- struct{}{}
 }
+
+// TestRunqHandBack: a Recall hands back the requests no thread took, but only when every
+// thread is busy and none took a request for rescueAfter; the front hears of them (send)
+// before the shared count includes them, and a later take counts after them.
+func TestRunqHandBack(t *testing.T) {
+	shared, f, err := frame.NewSharedCounter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	defer shared.Close()
+	q := &runq{shared: shared}
+	got := startSleepers(t, q, 1)
+	ts := []*task{{id: 1}, {id: 2}, {id: 3}}
+	q.push(ts...)
+	q.dispatch()
+	running := next(t, got)
+	if running.t.id != 1 {
+		t.Fatalf("the thread took %d, want 1", running.t.id)
+	}
+	var sent []uint32
+	send := func(back []*task) {
+		if c := shared.Load(); c != 1 {
+			t.Errorf("the shared count is %d while the hand-back is sent, want 1", c)
+		}
+		for _, b := range back {
+			sent = append(sent, b.id)
+		}
+	}
+	if back := q.handBack(send); back != nil { // the thread took one just now
+		t.Fatalf("handed back %d requests within rescueAfter of a take", len(back))
+	}
+	time.Sleep(2 * rescueAfter)
+	back := q.handBack(send)
+	if len(back) != 2 || back[0].id != 2 || back[1].id != 3 || len(sent) != 2 || sent[0] != 2 || sent[1] != 3 {
+		t.Fatalf("handed back %v (sent %v), want tasks 2 and 3", back, sent)
+	}
+	if c := shared.Load(); c != 3 {
+		t.Fatalf("shared count %d after the hand-back, want 3", c)
+	}
+	if q.waiting() != 0 {
+		t.Fatalf("%d requests still queued", q.waiting())
+	}
+	q.push(&task{id: 4})
+	running.by.release <- struct{}{}
+	if tk := next(t, got); tk.t.id != 4 {
+		t.Fatalf("the thread took %d, want 4", tk.t.id)
+	}
+	if c := shared.Load(); c != 4 {
+		t.Fatalf("shared count %d after the next take, want 4", c)
+	}
+	// With an idle thread, nothing is handed back: it takes them soon enough.
+	q2 := &runq{}
+	startSleepers(t, q2, 1)
+	q2.push(&task{id: 5}) // no dispatch: queued next to the idle thread
+	time.Sleep(2 * rescueAfter)
+	if back := q2.handBack(func([]*task) { t.Error("sent a hand-back next to an idle thread") }); back != nil {
+		t.Fatalf("handed back %d requests next to an idle thread", len(back))
+	}
+}

@@ -273,12 +273,17 @@ func (w *worker) pump() bool {
 			return false
 		}
 	}
+	w.queueBatch()
+	return !w.readDone.Load()
+}
+
+// queueBatch queues the requests read so far; rmu must be held.
+func (w *worker) queueBatch() {
 	if len(w.batch) > 0 {
 		w.queue.push(w.batch...)
 		clear(w.batch)
 		w.batch = w.batch[:0]
 	}
-	return !w.readDone.Load()
 }
 
 // handle acts on one frame from the front; an error ends the worker.
@@ -319,6 +324,12 @@ func (w *worker) handle(f frame.Frame) error {
 				w.log.Warn("worker: too many pending interrupts; dropping one", "stream", f.Stream)
 			}
 		}
+	case frame.Recall:
+		w.queueBatch() // requests read before the Recall are in the worker's queue too
+		for _, t := range w.queue.handBack(w.sendRequeue) {
+			t.release()
+			w.forget(t.id)
+		}
 	case frame.Shutdown:
 		w.mu.Lock()
 		w.draining = true
@@ -331,6 +342,17 @@ func (w *worker) handle(f frame.Frame) error {
 		return fmt.Errorf("unexpected frame %s from the front", f.Kind)
 	}
 	return nil
+}
+
+// sendRequeue hands requests back to the front (runq.handBack). They must be in the ring
+// before the shared count includes them: a worker dying in between would otherwise leave the
+// front counting them among the requests that reached the app.
+func (w *worker) sendRequeue(ts []*task) {
+	var b []byte
+	for _, t := range ts {
+		b = frame.AppendHeader(b, frame.Requeue, 0, t.id, 0)
+	}
+	_ = w.out.SendNow(b) // a front that is gone needs no answer
 }
 
 func (w *worker) task(id uint32) *task {

@@ -528,10 +528,11 @@ def counted(environ, start_response):
 
 
 def segfault_after(environ, start_response):
-    """Waits (without the GIL) until n /counted responses were sent, at most 5 s, then crashes
-    the worker like /segfault."""
-    n = int(_query(environ).get("n", "0"))
-    deadline = time.monotonic() + 5
+    """Waits (without the GIL) until n /counted responses were sent, at most wait seconds
+    (default 5), then crashes the worker like /segfault."""
+    q = _query(environ)
+    n = int(q.get("n", "0"))
+    deadline = time.monotonic() + float(q.get("wait", "5"))
     while _counted < n and time.monotonic() < deadline:
         time.sleep(0.001)
     return segfault(environ, start_response)

@@ -1,0 +1,126 @@
+package supervisor
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// fakeWorker is a workerConn with no process behind it, ready with threads threads, whose
+// tokens are in s (prefetch places in its queue).
+func fakeWorker(s *Supervisor, threads, prefetch int) *workerConn {
+	w := &workerConn{sup: s, streams: map[uint32]*Stream{}, threads: threads}
+	s.addTokens(s.tokens, w, threads)
+	s.addTokens(s.spare, w, prefetch)
+	return w
+}
+
+func openNow(t *testing.T, s *Supervisor, size int) *Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	st, err := s.Open(ctx, size)
+	if err != nil {
+		t.Fatalf("Open(%d): %v", size, err)
+	}
+	return st
+}
+
+func noOpen(t *testing.T, s *Supervisor, size int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if st, err := s.Open(ctx, size); err == nil {
+		t.Fatalf("Open(%d) got a stream on worker %p (queued %d), want a wait", size, st.w, st.queued)
+	}
+}
+
+// TestOpenPrefersIdleThreads: requests go to idle threads while there are any, and then to
+// places in the workers' queues; a request that takes a place waits until the bytes queued
+// in that worker leave room for it (queueBudget), unless the queue is empty.
+func TestOpenPrefersIdleThreads(t *testing.T) {
+	s := New(Config{})
+	a := fakeWorker(s, 1, 2)
+	b := fakeWorker(s, 1, 2)
+	first, second := openNow(t, s, 100), openNow(t, s, 100)
+	if first.queued != 0 || second.queued != 0 || first.w == second.w {
+		t.Fatalf("the first two requests went to %p and %p, queued %d and %d: want the idle threads of both workers",
+			first.w, second.w, first.queued, second.queued)
+	}
+	big := openNow(t, s, queueBudget-100) // the places are taken in the order they were given
+	if big.w != a || big.queued != queueBudget-100 {
+		t.Fatalf("a request with the threads busy: worker %p queued %d, want %p queued %d", big.w, big.queued, a, queueBudget-100)
+	}
+	got := make(chan *Stream, 1)
+	go func() {
+		st, err := s.Open(context.Background(), queueBudget/2) // a's second place: no room
+		if err != nil {
+			t.Error(err)
+		}
+		got <- st
+	}()
+	select {
+	case st := <-got:
+		t.Fatalf("a request over the queue budget got a stream on %p at once", st.w)
+	case <-time.After(30 * time.Millisecond):
+	}
+	a.finish(big.id)
+	select {
+	case st := <-got:
+		if st.w != a || st.queued != queueBudget/2 {
+			t.Fatalf("after the room was freed: worker %p queued %d, want %p queued %d", st.w, st.queued, a, queueBudget/2)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a request waiting for room in a queue was not woken when room was freed")
+	}
+	if huge := openNow(t, s, 2*queueBudget); huge.w != b {
+		t.Fatal("a request bigger than the budget did not take the place of an empty queue")
+	}
+	if n := a.queuedBytes + b.queuedBytes; n != queueBudget/2+2*queueBudget {
+		t.Fatalf("%d bytes held of the budgets, want %d", n, queueBudget/2+2*queueBudget)
+	}
+}
+
+// TestRequeueWithholdsTokens: a stream handed back does not give its token back until its
+// worker finishes a stream; a worker left with none gets it back at once.
+func TestRequeueWithholdsTokens(t *testing.T) {
+	s := New(Config{})
+	w := fakeWorker(s, 1, 2)
+	running, q1, q2 := openNow(t, s, 10), openNow(t, s, 10), openNow(t, s, 10)
+	if q1.queued == 0 || q2.queued == 0 {
+		t.Fatal("the second and third requests were not queued")
+	}
+	w.requeue(q1.id)
+	w.requeue(q2.id)
+	if e := q1.Next(); e.Kind != EventRequeue {
+		t.Fatalf("event %v for a stream handed back, want EventRequeue", e.Kind)
+	}
+	noOpen(t, s, 10) // withheld while the running stream holds every thread
+	if n := w.queuedBytes; n != 0 {
+		t.Fatalf("%d bytes still reserved after the hand-back", n)
+	}
+	w.finish(running.id)
+	for i := 0; i < 3; i++ {
+		openNow(t, s, 10) // the thread and both places
+	}
+	noOpen(t, s, 10)
+
+	s2 := New(Config{})
+	w2 := fakeWorker(s2, 1, 1)
+	r := openNow(t, s2, 10)
+	w2.finish(r.id)
+	openNow(t, s2, 10) // the idle thread again
+	q := openNow(t, s2, 10)
+	if q.queued == 0 {
+		t.Fatal("the second request was not queued")
+	}
+	for id := range w2.streams {
+		if id != q.id {
+			w2.finish(id)
+		}
+	}
+	w2.requeue(q.id) // nothing left to finish: its token comes back now
+	if got := openNow(t, s2, 10); got.w != w2 {
+		t.Fatal("no token after a hand-back that left the worker without a stream")
+	}
+}

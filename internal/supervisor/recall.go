@@ -1,0 +1,74 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+
+	"gowsgi/internal/frame"
+)
+
+// recallEvery is how often the recaller looks at the workers' queues (Config.Prefetch) while
+// requests wait in them. A worker that took none of its queued requests between two looks
+// has every thread held up (blocked on I/O, in a long call) and is asked to hand them back
+// (frame.Recall), so that they go to the first thread free in any worker instead of waiting
+// for one of its own: a request waits at most about two periods longer than without a queue.
+const recallEvery = 5 * time.Millisecond
+
+// watchQueues says that a request went to a worker's queue: the recaller looks until no
+// request waits in one. The kick channel holds one entry, so a kick while it looks is kept.
+func (s *Supervisor) watchQueues() {
+	select {
+	case s.recallKick <- struct{}{}:
+	default:
+	}
+}
+
+// recallLoop is the recaller, a goroutine of the control goroutine's (which waits for it). It
+// sleeps until a request is queued in a worker, then looks every recallEvery until no
+// request waits in any, and ends when the supervisor stops.
+func (s *Supervisor) recallLoop() {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		select {
+		case <-s.recallKick:
+		case <-s.stopping:
+			return
+		}
+		for waiting := true; waiting; {
+			t.Reset(recallEvery)
+			select {
+			case <-t.C:
+			case <-s.stopping:
+				return
+			}
+			waiting = false
+			for _, w := range s.allWorkers() {
+				if w.look() {
+					waiting = true
+				}
+			}
+		}
+	}
+}
+
+// look reports whether requests wait in w's queue, and asks w to hand them back when it took
+// none since the previous look; only the recaller calls it.
+func (w *workerConn) look() (waiting bool) {
+	w.mu.Lock()
+	if w.dead { // taken is unmapped after lost, which marks it dead first
+		w.mu.Unlock()
+		return false
+	}
+	taken := w.taken.Load()
+	w.mu.Unlock()
+	waiting = w.sent.Load() > taken
+	stalled := waiting && taken == w.lookTaken
+	ask := stalled && !w.stalled // once per stall
+	w.lookTaken, w.stalled = taken, stalled
+	if ask {
+		w.sup.log.Debug(fmt.Sprintf("Worker %d took none of its %d queued requests for %v; recalling them", w.pid, w.sent.Load()-taken, recallEvery))
+		_ = w.out.Send(frame.AppendHeader(nil, frame.Recall, 0, 0, 0)) // a dead worker needs no asking
+	}
+	return waiting
+}
