@@ -73,11 +73,57 @@ func TestOpenPrefersIdleThreads(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a request waiting for room in a queue was not woken when room was freed")
 	}
-	if huge := openNow(t, s, 2*queueBudget); huge.w != b {
-		t.Fatal("a request bigger than the budget did not take the place of an empty queue")
+	if huge := openNow(t, s, 2*queueBudget); huge.w != b || huge.queued != queueBudget {
+		t.Fatal("a request bigger than the budget did not take the whole budget of an empty queue")
 	}
-	if n := a.queuedBytes + b.queuedBytes; n != queueBudget/2+2*queueBudget {
-		t.Fatalf("%d bytes held of the budgets, want %d", n, queueBudget/2+2*queueBudget)
+}
+
+// TestRoomInTurn: requests waiting for room in a worker's queue get it in the order they
+// came; a small one does not pass a big one that waits.
+func TestRoomInTurn(t *testing.T) {
+	s := New(Config{})
+	w := fakeWorker(s, 1, 3)
+	openNow(t, s, 10) // the thread
+	big := openNow(t, s, queueBudget-100)
+	got := make(chan *Stream, 2)
+	open := func(size int) {
+		go func() {
+			st, err := s.Open(context.Background(), size)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- st
+		}()
+	}
+	open(queueBudget / 2)
+	time.Sleep(20 * time.Millisecond) // it waits first
+	open(100)                         // would fit, but comes second
+	select {
+	case st := <-got:
+		t.Fatalf("a request of %d bytes passed the one waiting before it", st.queued)
+	case <-time.After(30 * time.Millisecond):
+	}
+	w.finish(big.id) // room for both, granted together in their order
+	sum := 0
+	for i := 0; i < 2; i++ {
+		select {
+		case st := <-got:
+			sum += st.queued
+		case <-time.After(5 * time.Second):
+			t.Fatal("a request waiting for room was not woken")
+		}
+	}
+	if sum != queueBudget/2+100 {
+		t.Fatalf("the two got room for %d bytes, want %d", sum, queueBudget/2+100)
+	}
+	// A request that gives up waiting leaves nothing behind.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := w.acquireRoom(ctx, s.stopping, queueBudget); err == nil {
+		t.Fatal("room for the whole budget while requests hold some")
+	}
+	if len(w.roomWaiters) != 0 || w.queuedBytes != queueBudget/2+100 {
+		t.Fatalf("after a give-up: %d waiters, %d bytes held", len(w.roomWaiters), w.queuedBytes)
 	}
 }
 

@@ -212,7 +212,7 @@ func (s *Supervisor) replace(w *workerConn, reason string) {
 // Open waits for a free Python thread, or a place in a worker's queue when no thread is
 // idle, and returns a new stream on it, for a request of size bytes (the environ and body
 // sent with it). A request that takes a place waits, if it must, until the bytes queued in
-// that worker leave room for it (queueBudget). Waiting ends with ctx.
+// that worker leave room for it (queueBudget), in turn. Waiting ends with ctx.
 func (s *Supervisor) Open(ctx context.Context, size int) (*Stream, error) {
 	for {
 		var w *workerConn
@@ -232,35 +232,19 @@ func (s *Supervisor) Open(ctx context.Context, size int) (*Stream, error) {
 		}
 		held := 0
 		if queued {
-			if err := s.reserve(ctx, w, size); err != nil {
+			var err error
+			if held, err = w.acquireRoom(ctx, s.stopping, size); err != nil {
+				if ctx.Err() != nil {
+					s.spare <- w
+				}
 				return nil, err
 			}
-			held = size
 		}
 		if st := w.open(held); st != nil {
 			return st, nil
 		}
-		w.unreserve(held)
+		w.releaseRoom(held)
 		// A token of a worker that died or retired: drop it.
-	}
-}
-
-// reserve waits until size bytes fit in w's queueBudget and takes them, holding w's token;
-// it gives the token back if ctx ends or the supervisor stops first.
-func (s *Supervisor) reserve(ctx context.Context, w *workerConn, size int) error {
-	for {
-		room, ok := w.tryReserve(size)
-		if ok {
-			return nil
-		}
-		select {
-		case <-room:
-		case <-ctx.Done():
-			s.spare <- w
-			return ctx.Err()
-		case <-s.stopping:
-			return ErrStopped
-		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -53,7 +54,7 @@ type workerConn struct {
 	// roomMu guards the fields that follow.
 	roomMu      sync.Mutex
 	queuedBytes int           // what its queued streams hold of queueBudget
-	room        chan struct{} // closed when queuedBytes drops; nil while nobody waits
+	roomWaiters []*roomWaiter // requests waiting for room, first come first served
 
 	// Owned by the recaller (see look).
 	lookTaken uint64 // taken at the last look
@@ -264,33 +265,76 @@ func (w *workerConn) open(queued int) *Stream {
 	return st
 }
 
-// tryReserve takes size bytes of w's queueBudget, or returns a channel closed when some
-// are given back (or the worker is lost).
-func (w *workerConn) tryReserve(size int) (room <-chan struct{}, ok bool) {
-	w.roomMu.Lock()
-	defer w.roomMu.Unlock()
-	if w.queuedBytes == 0 || w.queuedBytes+size <= queueBudget {
-		w.queuedBytes += size
-		return nil, true
-	}
-	if w.room == nil {
-		w.room = make(chan struct{})
-	}
-	return w.room, false
+// roomWaiter is a request waiting for room in a worker's queue budget.
+type roomWaiter struct {
+	n     int
+	ready chan struct{} // closed when its bytes are granted
 }
 
-// unreserve gives back size bytes of the queue budget and wakes those waiting for room.
-func (w *workerConn) unreserve(size int) {
-	if size == 0 {
+// acquireRoom takes n bytes of w's queueBudget (all of it, for a request bigger), waiting
+// behind the requests that wait already, so that big requests are not passed over; it
+// returns the bytes held, or the error of ctx, or ErrStopped when stopping closes first.
+func (w *workerConn) acquireRoom(ctx context.Context, stopping <-chan struct{}, n int) (int, error) {
+	n = min(n, queueBudget)
+	w.roomMu.Lock()
+	if len(w.roomWaiters) == 0 && w.queuedBytes+n <= queueBudget {
+		w.queuedBytes += n
+		w.roomMu.Unlock()
+		return n, nil
+	}
+	wt := &roomWaiter{n: n, ready: make(chan struct{})}
+	w.roomWaiters = append(w.roomWaiters, wt)
+	w.roomMu.Unlock()
+	var err error
+	select {
+	case <-wt.ready:
+		return n, nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-stopping:
+		err = ErrStopped
+	}
+	w.roomMu.Lock()
+	defer w.roomMu.Unlock()
+	select {
+	case <-wt.ready: // granted meanwhile
+		w.queuedBytes -= n
+	default:
+		for i, x := range w.roomWaiters {
+			if x == wt {
+				w.roomWaiters = append(w.roomWaiters[:i], w.roomWaiters[i+1:]...)
+				break
+			}
+		}
+	}
+	w.grantRoom() // it may have held up smaller requests behind it
+	return 0, err
+}
+
+// releaseRoom gives back n bytes of the queue budget, to the requests waiting for them.
+func (w *workerConn) releaseRoom(n int) {
+	if n == 0 {
 		return
 	}
 	w.roomMu.Lock()
-	w.queuedBytes -= size
-	if w.room != nil {
-		close(w.room)
-		w.room = nil
-	}
+	w.queuedBytes -= n
+	w.grantRoom()
 	w.roomMu.Unlock()
+}
+
+// grantRoom grants room to the waiting requests, in order, while it lasts; roomMu must be
+// held.
+func (w *workerConn) grantRoom() {
+	for len(w.roomWaiters) > 0 {
+		wt := w.roomWaiters[0]
+		if w.queuedBytes+wt.n > queueBudget {
+			return
+		}
+		w.queuedBytes += wt.n
+		close(wt.ready)
+		w.roomWaiters[0] = nil
+		w.roomWaiters = w.roomWaiters[1:]
+	}
 }
 
 // finish forgets a stream whose thread is free again, and gives its token back: to the idle
@@ -310,7 +354,7 @@ func (w *workerConn) finish(id uint32) {
 	if !ok {
 		return
 	}
-	w.unreserve(st.queued)
+	w.releaseRoom(st.queued)
 	n := w.requests.Add(1)
 	if w.maxRequests > 0 && n == int64(w.maxRequests) {
 		w.sup.replace(w, fmt.Sprintf("served %d requests (--max-requests)", n))
@@ -344,7 +388,7 @@ func (w *workerConn) requeue(id uint32) {
 	}
 	w.mu.Unlock()
 	if st != nil {
-		w.unreserve(st.queued)
+		w.releaseRoom(st.queued)
 		st.push(Event{Kind: EventRequeue})
 	}
 	for ; spare > 0; spare-- {
@@ -382,7 +426,7 @@ func (w *workerConn) lost() {
 	w.mu.Unlock()
 	taken := w.taken.Load() // final: the process is gone
 	for _, st := range streams {
-		w.unreserve(st.queued) // a request waiting for room here goes elsewhere
+		w.releaseRoom(st.queued) // a request waiting for room here goes elsewhere
 		if seq := st.seq.Load(); seq != 0 && seq <= taken {
 			st.push(Event{Kind: EventFailed})
 		} else {
