@@ -2,8 +2,13 @@ package supervisor
 
 import (
 	"context"
+	"log/slog"
+	"os"
+	"syscall"
 	"testing"
 	"time"
+
+	"gowsgi/internal/frame"
 )
 
 // fakeWorker is a workerConn with no process behind it, ready with threads threads, whose
@@ -168,5 +173,75 @@ func TestRequeueWithholdsTokens(t *testing.T) {
 	w2.requeue(q.id) // nothing left to finish: its token comes back now
 	if got := openNow(t, s2, 10); got.w != w2 {
 		t.Fatal("no token after a hand-back that left the worker without a stream")
+	}
+}
+
+// TestLookAsksHeldUpWorker: the recaller asks a worker to hand its queue back when a look
+// finds requests waiting and none taken since the previous look, once per stall and again
+// every askAgain looks while it lasts, and not while it makes progress.
+func TestLookAsksHeldUpWorker(t *testing.T) {
+	ring, mem, rw, ww, err := frame.NewRing(64<<10, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Release()
+	dup := func(f *os.File) int {
+		fd, err := syscall.Dup(int(f.Fd()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		return fd
+	}
+	far, err := frame.MapRing(dup(mem), dup(rw), dup(ww))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Release()
+	if err := ring.Started(); err != nil {
+		t.Fatal(err)
+	}
+	taken, f, err := frame.NewSharedCounter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	defer taken.Close()
+	s := New(Config{Logger: slog.New(slog.DiscardHandler)})
+	w := fakeWorker(s, 1, 2)
+	w.taken, w.out = taken, frame.NewRingFlusher(ring)
+
+	w.sent.Store(3)
+	taken.Store(1)
+	looks := func(n int) {
+		for i := 0; i < n; i++ {
+			if !w.look() {
+				t.Fatal("a look saw no request waiting")
+			}
+		}
+	}
+	looks(1)  // the first sight of this count
+	looks(21) // stalled: asks at the first of these and the last (askAgain later)
+	taken.Store(2)
+	looks(1) // progress
+	looks(1) // stalled again: asks
+	taken.Store(3)
+	if w.look() {
+		t.Fatal("a look saw requests waiting when all were taken")
+	}
+	if err := w.out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := frame.NewRingReader(far)
+	asks := 0
+	for r.HasFrame() {
+		fr, err := r.Next()
+		if err != nil || fr.Kind != frame.Recall {
+			t.Fatalf("frame %v, %v: want RECALL", fr.Kind, err)
+		}
+		asks++
+	}
+	if asks != 3 {
+		t.Fatalf("%d recalls, want 3", asks)
 	}
 }

@@ -63,11 +63,16 @@ func (w *workerConn) look() (waiting bool) {
 	taken := w.taken.Load()
 	w.mu.Unlock()
 	waiting = w.sent.Load() > taken
-	stalled := waiting && taken == w.lookTaken
-	ask := stalled && !w.stalled // once per stall
-	w.lookTaken, w.stalled = taken, stalled
-	if ask {
-		w.sup.log.Debug(fmt.Sprintf("Worker %d took none of its %d queued requests for %v; recalling them", w.pid, w.sent.Load()-taken, recallEvery))
+	if !waiting || taken != w.lookTaken {
+		w.lookTaken, w.stalledLooks = taken, 0
+		return waiting
+	}
+	// Asked once per stall, and again every askAgain looks: a worker that saw a thread idle,
+	// or a take the front had not seen yet, kept its queue, and progress follows at once;
+	// if it does not, the next asks find every thread held up.
+	const askAgain = 20
+	if w.stalledLooks++; w.stalledLooks%askAgain == 1 {
+		w.sup.log.Debug(fmt.Sprintf("Worker %d took none of its %d queued requests for %v; recalling them", w.pid, w.sent.Load()-taken, time.Duration(w.stalledLooks)*recallEvery))
 		_ = w.out.Send(frame.AppendHeader(nil, frame.Recall, 0, 0, 0)) // a dead worker needs no asking
 	}
 	return waiting

@@ -57,8 +57,8 @@ type workerConn struct {
 	roomWaiters []*roomWaiter // requests waiting for room, first come first served
 
 	// Owned by the recaller (see look).
-	lookTaken uint64 // taken at the last look
-	stalled   bool   // no request taken between the last two looks, and asked to hand them back
+	lookTaken    uint64 // taken at the last look
+	stalledLooks int    // looks in a row that saw requests waiting and none taken
 
 	// mu guards the fields that follow.
 	mu       sync.Mutex
