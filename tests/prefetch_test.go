@@ -77,9 +77,10 @@ func getCounted(addr string) error {
 	return nil
 }
 
-// TestCrashRetriesQueuedRequests: requests queued in a worker beyond its threads (--prefetch)
-// never reached the app when it crashes: they are sent again and answered; only the request
-// that crashed it fails.
+// TestCrashRetriesQueuedRequests: requests sent to a worker beyond its threads (--prefetch:
+// into its ring and queue, not held in the front) had not reached the app when it crashes:
+// they are sent again and answered; only the request that crashed it fails. The log shows
+// that some were sent to the worker that crashed.
 func TestCrashRetriesQueuedRequests(t *testing.T) {
 	s := startRaw(t, "-w", "1", "--threads", "1", "--prefetch", "3")
 	for round := 0; round < 5; round++ {

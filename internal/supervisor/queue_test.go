@@ -13,8 +13,14 @@ import (
 
 // fakeWorker is a workerConn with no process behind it, ready with threads threads, whose
 // tokens are in s (prefetch places in its queue).
-func fakeWorker(s *Supervisor, threads, prefetch int) *workerConn {
-	w := &workerConn{sup: s, streams: map[uint32]*Stream{}, threads: threads}
+func fakeWorker(t *testing.T, s *Supervisor, threads, prefetch int) *workerConn {
+	taken, f, err := frame.NewSharedCounter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { taken.Close() })
+	w := &workerConn{sup: s, streams: map[uint32]*Stream{}, threads: threads, taken: taken}
 	s.addTokens(s.tokens, w, threads)
 	s.addTokens(s.spare, w, prefetch)
 	return w
@@ -45,8 +51,8 @@ func noOpen(t *testing.T, s *Supervisor, size int) {
 // in that worker leave room for it (queueBudget), unless the queue is empty.
 func TestOpenPrefersIdleThreads(t *testing.T) {
 	s := New(Config{})
-	a := fakeWorker(s, 1, 2)
-	b := fakeWorker(s, 1, 2)
+	a := fakeWorker(t, s, 1, 2)
+	b := fakeWorker(t, s, 1, 2)
 	first, second := openNow(t, s, 100), openNow(t, s, 100)
 	if first.queued != 0 || second.queued != 0 || first.w == second.w {
 		t.Fatalf("the first two requests went to %p and %p, queued %d and %d: want the idle threads of both workers",
@@ -87,7 +93,7 @@ func TestOpenPrefersIdleThreads(t *testing.T) {
 // came; a small one does not pass a big one that waits.
 func TestRoomInTurn(t *testing.T) {
 	s := New(Config{})
-	w := fakeWorker(s, 1, 3)
+	w := fakeWorker(t, s, 1, 3)
 	openNow(t, s, 10) // the thread
 	big := openNow(t, s, queueBudget-100)
 	got := make(chan *Stream, 2)
@@ -136,7 +142,7 @@ func TestRoomInTurn(t *testing.T) {
 // worker finishes a stream; a worker left with none gets it back at once.
 func TestRequeueWithholdsTokens(t *testing.T) {
 	s := New(Config{})
-	w := fakeWorker(s, 1, 2)
+	w := fakeWorker(t, s, 1, 2)
 	running, q1, q2 := openNow(t, s, 10), openNow(t, s, 10), openNow(t, s, 10)
 	if q1.queued == 0 || q2.queued == 0 {
 		t.Fatal("the second and third requests were not queued")
@@ -157,7 +163,7 @@ func TestRequeueWithholdsTokens(t *testing.T) {
 	noOpen(t, s, 10)
 
 	s2 := New(Config{})
-	w2 := fakeWorker(s2, 1, 1)
+	w2 := fakeWorker(t, s2, 1, 1)
 	r := openNow(t, s2, 10)
 	w2.finish(r.id)
 	openNow(t, s2, 10) // the idle thread again
@@ -170,9 +176,9 @@ func TestRequeueWithholdsTokens(t *testing.T) {
 			w2.finish(id)
 		}
 	}
-	w2.requeue(q.id) // nothing left to finish: its token comes back now
-	if got := openNow(t, s2, 10); got.w != w2 {
-		t.Fatal("no token after a hand-back that left the worker without a stream")
+	w2.requeue(q.id) // nothing left to finish: its token comes back now, its thread's first
+	if got := openNow(t, s2, 10); got.w != w2 || got.queued != 0 {
+		t.Fatalf("after a hand-back that left the worker without a stream: worker %p queued %d, want its idle thread", got.w, got.queued)
 	}
 }
 
@@ -208,7 +214,8 @@ func TestLookAsksHeldUpWorker(t *testing.T) {
 	f.Close()
 	defer taken.Close()
 	s := New(Config{Logger: slog.New(slog.DiscardHandler)})
-	w := fakeWorker(s, 1, 2)
+	w := fakeWorker(t, s, 1, 2)
+	w.taken.Close()
 	w.taken, w.out = taken, frame.NewRingFlusher(ring)
 
 	w.sent.Store(3)
@@ -243,5 +250,77 @@ func TestLookAsksHeldUpWorker(t *testing.T) {
 	}
 	if asks != 3 {
 		t.Fatalf("%d recalls, want 3", asks)
+	}
+}
+
+// TestRoomGivenBackAtTake: a queued request holds its room only until a thread takes it (its
+// frame is then out of the ring), not until it ends; a request waiting for room gets it then.
+func TestRoomGivenBackAtTake(t *testing.T) {
+	s := New(Config{Logger: slog.New(slog.DiscardHandler)})
+	w := fakeWorker(t, s, 1, 2)
+	openNow(t, s, 10) // the thread
+	big := openNow(t, s, queueBudget-100)
+	big.seq.Store(2) // sent second
+	got := make(chan *Stream, 1)
+	go func() {
+		st, err := s.Open(context.Background(), queueBudget/2)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- st
+	}()
+	select {
+	case st := <-got:
+		t.Fatalf("a request over the queue budget got a stream at once (queued %d)", st.queued)
+	case <-time.After(30 * time.Millisecond):
+	}
+	w.taken.Store(2) // a thread took the big one: it runs on, but its frame is read
+	w.releaseTaken() // what the recaller's look and every END do
+	select {
+	case st := <-got:
+		if st.w != w || st.queued != queueBudget/2 {
+			t.Fatalf("room after the take: worker %p queued %d", st.w, st.queued)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the room of a taken request was not given back")
+	}
+	if w.queuedBytes != queueBudget/2 {
+		t.Fatalf("%d bytes held, want %d", w.queuedBytes, queueBudget/2)
+	}
+}
+
+// TestRoomTurnedAway: a request waiting for room in a worker that is retired takes a place
+// in another worker instead of waiting for the retired one's queue.
+func TestRoomTurnedAway(t *testing.T) {
+	s := New(Config{Logger: slog.New(slog.DiscardHandler)})
+	a := fakeWorker(t, s, 1, 1)
+	openNow(t, s, 10)           // a's thread
+	openNow(t, s, queueBudget)  // a's place, all of its budget
+	s.spare <- a                // a second place of a's, ahead of b's
+	b := fakeWorker(t, s, 0, 1) // b: one place
+	got := make(chan *Stream, 1)
+	go func() {
+		st, err := s.Open(context.Background(), 100)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- st
+	}()
+	select {
+	case st := <-got:
+		t.Fatalf("got a stream on %p while a's budget is all held", st.w)
+	case <-time.After(30 * time.Millisecond):
+	}
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	a.closeRoom() // what retire does
+	select {
+	case st := <-got:
+		if st.w != b {
+			t.Fatalf("turned away, the request went to %p, want the other worker", st.w)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a request waiting for room in a retired worker was not turned away")
 	}
 }

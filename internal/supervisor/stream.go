@@ -46,7 +46,7 @@ type Stream struct {
 	w  *workerConn
 
 	seq    atomic.Uint64 // 1 + how many requests went to the worker before this one; 0: not sent
-	queued int           // opened on a place in the worker's queue: the bytes it holds of its budget
+	queued int           // opened on a place in the worker's queue: the bytes it took of its budget
 
 	// mu guards the fields that follow.
 	mu        sync.Mutex
@@ -265,9 +265,9 @@ func (st *Stream) SendRequest(environ, body []byte, bodyEnd bool) error {
 		st.seq.Store(st.w.sent.Add(1))
 		return frame.AppendRequest(dst, st.id, environ, body, bodyEnd)
 	})
-	if st.queued > 0 {
-		st.w.sup.watchQueues() // after sent counts it: the look must see it
-	}
+	// After sent counts it, for the look to see it. Not only for a place in the queue: a
+	// request sent to a thread the front saw free may still queue behind one that is not.
+	st.w.sup.watchQueues()
 	return err
 }
 

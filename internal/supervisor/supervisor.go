@@ -212,7 +212,8 @@ func (s *Supervisor) replace(w *workerConn, reason string) {
 // Open waits for a free Python thread, or a place in a worker's queue when no thread is
 // idle, and returns a new stream on it, for a request of size bytes (the environ and body
 // sent with it). A request that takes a place waits, if it must, until the bytes queued in
-// that worker leave room for it (queueBudget), in turn. Waiting ends with ctx.
+// that worker leave room for it (queueBudget), in turn; turned away by a worker retired or
+// lost, it takes another. Waiting ends with ctx.
 func (s *Supervisor) Open(ctx context.Context, size int) (*Stream, error) {
 	for {
 		var w *workerConn
@@ -233,7 +234,11 @@ func (s *Supervisor) Open(ctx context.Context, size int) (*Stream, error) {
 		held := 0
 		if queued {
 			var err error
-			if held, err = w.acquireRoom(ctx, s.stopping, size); err != nil {
+			held, err = w.acquireRoom(ctx, s.stopping, size)
+			if errors.Is(err, errNoRoom) {
+				continue // a token of a worker that died or retired: drop it
+			}
+			if err != nil {
 				if ctx.Err() != nil {
 					s.spare <- w
 				}
@@ -241,6 +246,9 @@ func (s *Supervisor) Open(ctx context.Context, size int) (*Stream, error) {
 			}
 		}
 		if st := w.open(held); st != nil {
+			if held > 0 {
+				w.holdRoom(st)
+			}
 			return st, nil
 		}
 		w.releaseRoom(held)
@@ -490,6 +498,7 @@ func (s *Supervisor) retire(w *workerConn, reason string) {
 	w.mu.Lock()
 	w.closed = true
 	w.mu.Unlock()
+	w.closeRoom()
 	w.deadline = time.Now().Add(s.cfg.GracefulTimeout)
 	if reason != "" {
 		s.log.Info(fmt.Sprintf("Retiring worker %d: %s", w.pid, reason))

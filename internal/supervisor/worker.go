@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -51,10 +50,12 @@ type workerConn struct {
 	stuckSince  time.Time // when a retiring worker was first seen with only stuck requests
 	maxRequests int
 
-	// roomMu guards the fields that follow.
+	// roomMu guards the fields that follow (see room.go).
 	roomMu      sync.Mutex
-	queuedBytes int           // what its queued streams hold of queueBudget
+	queuedBytes int           // what queued requests not yet taken hold of queueBudget
+	roomHeld    []*Stream     // the queued streams holding some, in the order they came
 	roomWaiters []*roomWaiter // requests waiting for room, first come first served
+	roomClosed  bool          // retired or lost: waiters give up, none may wait
 
 	// Owned by the recaller (see look).
 	lookTaken    uint64 // taken at the last look
@@ -83,14 +84,6 @@ const (
 	ringSize         = 256 << 10 // frames between the front and a worker, each way (frame.Ring)
 	sharedMaxBuffers = 64        // 4 MiB per worker
 )
-
-// queueBudget bounds the bytes of the requests in a worker's queue (Config.Prefetch), from
-// their send to their end, so that the ring to the worker holds them and the requests of its
-// threads: when it was full, the front wrote the rest of a request only as the worker read,
-// each piece milliseconds late, and the requests read before it waited meanwhile (with 16 KiB
-// bodies the recaller saw 100 to 170 such stalls in 6 s of load). A request that finds the
-// queue empty may take more.
-const queueBudget = ringSize / 2
 
 // start launches a worker process; it runs on the control goroutine.
 func (s *Supervisor) start() (*workerConn, error) {
@@ -265,78 +258,6 @@ func (w *workerConn) open(queued int) *Stream {
 	return st
 }
 
-// roomWaiter is a request waiting for room in a worker's queue budget.
-type roomWaiter struct {
-	n     int
-	ready chan struct{} // closed when its bytes are granted
-}
-
-// acquireRoom takes n bytes of w's queueBudget (all of it, for a request bigger), waiting
-// behind the requests that wait already, so that big requests are not passed over; it
-// returns the bytes held, or the error of ctx, or ErrStopped when stopping closes first.
-func (w *workerConn) acquireRoom(ctx context.Context, stopping <-chan struct{}, n int) (int, error) {
-	n = min(n, queueBudget)
-	w.roomMu.Lock()
-	if len(w.roomWaiters) == 0 && w.queuedBytes+n <= queueBudget {
-		w.queuedBytes += n
-		w.roomMu.Unlock()
-		return n, nil
-	}
-	wt := &roomWaiter{n: n, ready: make(chan struct{})}
-	w.roomWaiters = append(w.roomWaiters, wt)
-	w.roomMu.Unlock()
-	var err error
-	select {
-	case <-wt.ready:
-		return n, nil
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-stopping:
-		err = ErrStopped
-	}
-	w.roomMu.Lock()
-	defer w.roomMu.Unlock()
-	select {
-	case <-wt.ready: // granted meanwhile
-		w.queuedBytes -= n
-	default:
-		for i, x := range w.roomWaiters {
-			if x == wt {
-				w.roomWaiters = append(w.roomWaiters[:i], w.roomWaiters[i+1:]...)
-				break
-			}
-		}
-	}
-	w.grantRoom() // it may have held up smaller requests behind it
-	return 0, err
-}
-
-// releaseRoom gives back n bytes of the queue budget, to the requests waiting for them.
-func (w *workerConn) releaseRoom(n int) {
-	if n == 0 {
-		return
-	}
-	w.roomMu.Lock()
-	w.queuedBytes -= n
-	w.grantRoom()
-	w.roomMu.Unlock()
-}
-
-// grantRoom grants room to the waiting requests, in order, while it lasts; roomMu must be
-// held.
-func (w *workerConn) grantRoom() {
-	for len(w.roomWaiters) > 0 {
-		wt := w.roomWaiters[0]
-		if w.queuedBytes+wt.n > queueBudget {
-			return
-		}
-		w.queuedBytes += wt.n
-		close(wt.ready)
-		w.roomWaiters[0] = nil
-		w.roomWaiters = w.roomWaiters[1:]
-	}
-}
-
 // finish forgets a stream whose thread is free again, and gives its token back: to the idle
 // threads when fewer streams than threads are left, else to the queue places; with it come
 // the tokens withheld after hand-backs, as the worker makes progress again.
@@ -354,7 +275,8 @@ func (w *workerConn) finish(id uint32) {
 	if !ok {
 		return
 	}
-	w.releaseRoom(st.queued)
+	w.releaseStream(st)
+	w.releaseTaken()
 	n := w.requests.Add(1)
 	if w.maxRequests > 0 && n == int64(w.maxRequests) {
 		w.sup.replace(w, fmt.Sprintf("served %d requests (--max-requests)", n))
@@ -371,6 +293,21 @@ func (w *workerConn) finish(id uint32) {
 	}
 }
 
+// giveTokens gives back n tokens of a worker left with no stream: its threads' first, as
+// they are all idle, then its queue's places.
+func (w *workerConn) giveTokens(n int) {
+	w.mu.Lock()
+	idle := min(n, w.threads)
+	w.mu.Unlock()
+	for i := 0; i < n; i++ {
+		if i < idle {
+			w.sup.tokens <- w
+		} else {
+			w.sup.spare <- w
+		}
+	}
+}
+
 // requeue forgets a stream the worker handed back before any thread took it (frame.Requeue):
 // the front sends it again. Its token is withheld until the worker finishes a stream, so that
 // the request does not go straight back to a worker whose threads are all held up; a worker
@@ -379,21 +316,19 @@ func (w *workerConn) requeue(id uint32) {
 	w.mu.Lock()
 	st := w.streams[id]
 	delete(w.streams, id)
-	spare := 0
+	back := 0
 	if st != nil && !w.closed && !w.dead {
 		w.withheld++
 		if len(w.streams) == 0 {
-			spare, w.withheld = w.withheld, 0
+			back, w.withheld = w.withheld, 0
 		}
 	}
 	w.mu.Unlock()
 	if st != nil {
-		w.releaseRoom(st.queued)
+		w.releaseStream(st)
 		st.push(Event{Kind: EventRequeue})
 	}
-	for ; spare > 0; spare-- {
-		w.sup.spare <- w
-	}
+	w.giveTokens(back)
 }
 
 // onlyStuck reports whether every stream left on w was abandoned after a timeout.
@@ -425,8 +360,8 @@ func (w *workerConn) lost() {
 	w.streams = map[uint32]*Stream{}
 	w.mu.Unlock()
 	taken := w.taken.Load() // final: the process is gone
+	w.closeRoom()           // requests waiting for room here go elsewhere
 	for _, st := range streams {
-		w.releaseRoom(st.queued) // a request waiting for room here goes elsewhere
 		if seq := st.seq.Load(); seq != 0 && seq <= taken {
 			st.push(Event{Kind: EventFailed})
 		} else {

@@ -55,6 +55,7 @@ type runq struct {
 	head     int
 	idle     []*slot // threads asleep in take (the leader too)
 	active   int     // threads running a request
+	threads  int     // threads in all, set before they start
 	taken    uint64  // requests taken (or handed back) so far, the progress the rescue looks for
 	lastTake time.Duration
 	closed   bool
@@ -197,7 +198,7 @@ func (q *runq) toReader() (kickReader bool) {
 }
 
 // handBack empties the queue of the requests no thread has taken (frame.Recall) and returns
-// them, if every thread is busy and none took a request for rescueAfter: the front saw no
+// them, if every thread runs a request and none took one for rescueAfter: the front saw no
 // progress, but it may itself have been slow to deliver them (a full ring), and a thread
 // that is idle takes them soon enough. send tells the front, before they count as taken
 // and with q.mu held, so that no thread takes a later request meanwhile: the front takes a
@@ -206,8 +207,8 @@ func (q *runq) toReader() (kickReader bool) {
 func (q *runq) handBack(send func([]*task)) []*task {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.idle) > 0 || time.Since(epoch)-q.lastTake < rescueAfter {
-		return nil
+	if q.active < q.threads || time.Since(epoch)-q.lastTake < rescueAfter {
+		return nil // a thread is idle, or between requests: it takes them soon enough
 	}
 	ts := append([]*task(nil), q.tasks[q.head:]...)
 	clear(q.tasks)

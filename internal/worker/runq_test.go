@@ -571,8 +571,8 @@ func TestRunqHandBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	defer shared.Close()
-	q := &runq{shared: shared}
+	t.Cleanup(func() { shared.Close() }) // after the threads' cleanup, which runs first
+	q := &runq{shared: shared, threads: 1}
 	got := startSleepers(t, q, 1)
 	ts := []*task{{id: 1}, {id: 2}, {id: 3}}
 	q.push(ts...)
@@ -612,12 +612,19 @@ func TestRunqHandBack(t *testing.T) {
 	if c := shared.Load(); c != 4 {
 		t.Fatalf("shared count %d after the next take, want 4", c)
 	}
-	// With an idle thread, nothing is handed back: it takes them soon enough.
-	q2 := &runq{}
-	startSleepers(t, q2, 1)
-	q2.push(&task{id: 5}) // no dispatch: queued next to the idle thread
+	// With a thread idle, or between requests, nothing is handed back: it takes them soon.
+	running.by.release <- struct{}{}
+	waitIdle(t, q, 1)
+	q.push(&task{id: 5}) // no dispatch: queued next to the idle thread
 	time.Sleep(2 * rescueAfter)
-	if back := q2.handBack(func([]*task) { t.Error("sent a hand-back next to an idle thread") }); back != nil {
+	if back := q.handBack(func([]*task) { t.Error("sent a hand-back next to an idle thread") }); back != nil {
 		t.Fatalf("handed back %d requests next to an idle thread", len(back))
+	}
+	q2 := &runq{threads: 2}
+	q2.active = 1 // one thread runs a request, the other is between two, neither idle nor active
+	q2.push(&task{id: 6})
+	time.Sleep(2 * rescueAfter)
+	if back := q2.handBack(func([]*task) { t.Error("sent a hand-back with a thread between requests") }); back != nil {
+		t.Fatalf("handed back %d requests with a thread between requests", len(back))
 	}
 }

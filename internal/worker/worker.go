@@ -374,6 +374,7 @@ func (w *worker) forget(id uint32) {
 // startThreads starts n Python threads and waits until each has its thread state.
 func (w *worker) startThreads(n int) error {
 	errs := make(chan error, n)
+	w.queue.threads = n
 	per := w.chunks.Count() / n
 	for i := 0; i < n; i++ {
 		s, err := newSlot(w)

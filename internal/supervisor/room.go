@@ -1,0 +1,178 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+)
+
+// queueBudget bounds the bytes of the requests in a worker's queue (Config.Prefetch) that no
+// thread has taken yet, so that the ring to the worker holds them and the requests of its
+// threads: when it was full, the front wrote the rest of a request only as the worker read,
+// each piece milliseconds late, and the requests read before it waited meanwhile (with 16 KiB
+// bodies the recaller saw 100 to 170 such stalls in 6 s of load). A request bigger than the
+// budget takes all of it.
+//
+// A queued request holds its bytes from its send until a thread of the worker takes it (the
+// shared count of taken requests passes its number), or until it ends, is handed back or its
+// worker is lost. Requests that find no room wait for it in turn, holding the place they took
+// in the queue; a worker retired or lost turns them away.
+const queueBudget = ringSize / 2
+
+// errNoRoom says that the worker whose room a request waited for is retired or lost.
+var errNoRoom = errors.New("worker no longer takes requests")
+
+// roomWaiter is a request waiting for room in a worker's queue budget.
+type roomWaiter struct {
+	n      int
+	ready  chan struct{} // closed when its bytes are granted, or the worker turns it away
+	turned bool          // turned away (roomMu)
+}
+
+// acquireRoom takes n bytes of w's queueBudget (all of it, for a request bigger), waiting
+// behind the requests that wait already, so that big requests are not passed over. It
+// returns the bytes held, or errNoRoom when w is retired or lost, the error of ctx, or
+// ErrStopped when stopping closes first. A request that waits wakes the recaller, which sees
+// the takes that give room back.
+func (w *workerConn) acquireRoom(ctx context.Context, stopping <-chan struct{}, n int) (int, error) {
+	n = min(n, queueBudget)
+	w.releaseTaken()
+	w.roomMu.Lock()
+	if w.roomClosed {
+		w.roomMu.Unlock()
+		return 0, errNoRoom
+	}
+	if len(w.roomWaiters) == 0 && w.queuedBytes+n <= queueBudget {
+		w.queuedBytes += n
+		w.roomMu.Unlock()
+		return n, nil
+	}
+	wt := &roomWaiter{n: n, ready: make(chan struct{})}
+	w.roomWaiters = append(w.roomWaiters, wt)
+	w.roomMu.Unlock()
+	w.sup.watchQueues()
+	var err error
+	select {
+	case <-wt.ready:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-stopping:
+		err = ErrStopped
+	}
+	w.roomMu.Lock()
+	defer w.roomMu.Unlock()
+	select {
+	case <-wt.ready:
+		switch {
+		case wt.turned:
+			return 0, errNoRoom
+		case err == nil:
+			return n, nil
+		}
+		w.queuedBytes -= n // granted as we gave up
+	default:
+		for i, x := range w.roomWaiters {
+			if x == wt {
+				w.roomWaiters = append(w.roomWaiters[:i], w.roomWaiters[i+1:]...)
+				break
+			}
+		}
+	}
+	w.grantRoom() // it may have held up smaller requests behind it
+	return 0, err
+}
+
+// holdRoom lists st, opened with room of the queue budget, among the streams holding some.
+func (w *workerConn) holdRoom(st *Stream) {
+	w.roomMu.Lock()
+	w.roomHeld = append(w.roomHeld, st)
+	w.roomMu.Unlock()
+}
+
+// releaseRoom gives back n bytes that no stream holds (a stream that could not be opened).
+func (w *workerConn) releaseRoom(n int) {
+	if n == 0 {
+		return
+	}
+	w.roomMu.Lock()
+	w.queuedBytes -= n
+	w.grantRoom()
+	w.roomMu.Unlock()
+}
+
+// releaseStream gives back the room st holds, if it still holds some: it ended, or was
+// handed back, before the front saw a thread take it.
+func (w *workerConn) releaseStream(st *Stream) {
+	if st.queued == 0 {
+		return
+	}
+	w.roomMu.Lock()
+	for i, x := range w.roomHeld {
+		if x == st {
+			w.roomHeld = append(w.roomHeld[:i], w.roomHeld[i+1:]...)
+			w.queuedBytes -= st.queued
+			w.grantRoom()
+			break
+		}
+	}
+	w.roomMu.Unlock()
+}
+
+// releaseTaken gives back the room of the queued streams a thread has taken: their frames
+// are out of the ring.
+func (w *workerConn) releaseTaken() {
+	w.mu.Lock()
+	if w.dead { // taken is unmapped after lost, which marks it dead first
+		w.mu.Unlock()
+		return
+	}
+	taken := w.taken.Load()
+	w.mu.Unlock()
+	w.roomMu.Lock()
+	defer w.roomMu.Unlock()
+	kept := w.roomHeld[:0]
+	for _, st := range w.roomHeld {
+		if seq := st.seq.Load(); seq != 0 && seq <= taken {
+			w.queuedBytes -= st.queued
+		} else {
+			kept = append(kept, st)
+		}
+	}
+	clear(w.roomHeld[len(kept):])
+	w.roomHeld = kept
+	w.grantRoom()
+}
+
+// closeRoom turns away the requests waiting for room in w, retired or lost, and those that
+// would wait: they take a place elsewhere.
+func (w *workerConn) closeRoom() {
+	w.roomMu.Lock()
+	defer w.roomMu.Unlock()
+	w.roomClosed = true
+	for _, wt := range w.roomWaiters {
+		wt.turned = true
+		close(wt.ready)
+	}
+	w.roomWaiters = nil
+}
+
+// grantRoom grants room to the waiting requests, in order, while it lasts; roomMu must be
+// held.
+func (w *workerConn) grantRoom() {
+	for len(w.roomWaiters) > 0 {
+		wt := w.roomWaiters[0]
+		if w.queuedBytes+wt.n > queueBudget {
+			return
+		}
+		w.queuedBytes += wt.n
+		close(wt.ready)
+		w.roomWaiters[0] = nil
+		w.roomWaiters = w.roomWaiters[1:]
+	}
+}
+
+// roomWaiting reports whether requests wait for room in w.
+func (w *workerConn) roomWaiting() bool {
+	w.roomMu.Lock()
+	defer w.roomMu.Unlock()
+	return len(w.roomWaiters) > 0
+}
