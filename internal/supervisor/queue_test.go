@@ -46,6 +46,40 @@ func noOpen(t *testing.T, s *Supervisor, size int) {
 	}
 }
 
+// openLater opens a stream for a request of size bytes in the background; the stream comes
+// on got once Open returns.
+func openLater(t *testing.T, s *Supervisor, got chan<- *Stream, size int) {
+	go func() {
+		st, err := s.Open(context.Background(), size)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- st
+	}()
+}
+
+// stillWaiting fails the test if a stream comes on got within 30 ms.
+func stillWaiting(t *testing.T, got <-chan *Stream, what string) {
+	t.Helper()
+	select {
+	case st := <-got:
+		t.Fatalf("%s: got a stream on %p (queued %d), want a wait", what, st.w, st.queued)
+	case <-time.After(30 * time.Millisecond):
+	}
+}
+
+// nextStream returns the next stream on got, failing the test after 5 s.
+func nextStream(t *testing.T, got <-chan *Stream, what string) *Stream {
+	t.Helper()
+	select {
+	case st := <-got:
+		return st
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: no stream", what)
+		return nil
+	}
+}
+
 // TestOpenPrefersIdleThreads: requests go to idle threads while there are any, and then to
 // places in the workers' queues; a request that takes a place waits until the bytes queued
 // in that worker leave room for it (queueBudget), unless the queue is empty.
@@ -63,26 +97,11 @@ func TestOpenPrefersIdleThreads(t *testing.T) {
 		t.Fatalf("a request with the threads busy: worker %p queued %d, want %p queued %d", big.w, big.queued, a, queueBudget-100)
 	}
 	got := make(chan *Stream, 1)
-	go func() {
-		st, err := s.Open(context.Background(), queueBudget/2) // a's second place: no room
-		if err != nil {
-			t.Error(err)
-		}
-		got <- st
-	}()
-	select {
-	case st := <-got:
-		t.Fatalf("a request over the queue budget got a stream on %p at once", st.w)
-	case <-time.After(30 * time.Millisecond):
-	}
+	openLater(t, s, got, queueBudget/2) // a's second place: no room
+	stillWaiting(t, got, "a request over the queue budget")
 	a.finish(big.id)
-	select {
-	case st := <-got:
-		if st.w != a || st.queued != queueBudget/2 {
-			t.Fatalf("after the room was freed: worker %p queued %d, want %p queued %d", st.w, st.queued, a, queueBudget/2)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a request waiting for room in a queue was not woken when room was freed")
+	if st := nextStream(t, got, "after the room was freed"); st.w != a || st.queued != queueBudget/2 {
+		t.Fatalf("after the room was freed: worker %p queued %d, want %p queued %d", st.w, st.queued, a, queueBudget/2)
 	}
 	if huge := openNow(t, s, 2*queueBudget); huge.w != b || huge.queued != queueBudget {
 		t.Fatal("a request bigger than the budget did not take the whole budget of an empty queue")
@@ -97,32 +116,14 @@ func TestRoomInTurn(t *testing.T) {
 	openNow(t, s, 10) // the thread
 	big := openNow(t, s, queueBudget-100)
 	got := make(chan *Stream, 2)
-	open := func(size int) {
-		go func() {
-			st, err := s.Open(context.Background(), size)
-			if err != nil {
-				t.Error(err)
-			}
-			got <- st
-		}()
-	}
-	open(queueBudget / 2)
+	openLater(t, s, got, queueBudget/2)
 	time.Sleep(20 * time.Millisecond) // it waits first
-	open(100)                         // would fit, but comes second
-	select {
-	case st := <-got:
-		t.Fatalf("a request of %d bytes passed the one waiting before it", st.queued)
-	case <-time.After(30 * time.Millisecond):
-	}
+	openLater(t, s, got, 100)         // would fit, but comes second
+	stillWaiting(t, got, "a small request behind a big one")
 	w.finish(big.id) // room for both, granted together in their order
 	sum := 0
 	for i := 0; i < 2; i++ {
-		select {
-		case st := <-got:
-			sum += st.queued
-		case <-time.After(5 * time.Second):
-			t.Fatal("a request waiting for room was not woken")
-		}
+		sum += nextStream(t, got, "room for both").queued
 	}
 	if sum != queueBudget/2+100 {
 		t.Fatalf("the two got room for %d bytes, want %d", sum, queueBudget/2+100)
@@ -262,27 +263,12 @@ func TestRoomGivenBackAtTake(t *testing.T) {
 	big := openNow(t, s, queueBudget-100)
 	big.seq.Store(2) // sent second
 	got := make(chan *Stream, 1)
-	go func() {
-		st, err := s.Open(context.Background(), queueBudget/2)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- st
-	}()
-	select {
-	case st := <-got:
-		t.Fatalf("a request over the queue budget got a stream at once (queued %d)", st.queued)
-	case <-time.After(30 * time.Millisecond):
-	}
+	openLater(t, s, got, queueBudget/2)
+	stillWaiting(t, got, "a request over the queue budget")
 	w.taken.Store(2) // a thread took the big one: it runs on, but its frame is read
 	w.releaseTaken() // what the recaller's look and every END do
-	select {
-	case st := <-got:
-		if st.w != w || st.queued != queueBudget/2 {
-			t.Fatalf("room after the take: worker %p queued %d", st.w, st.queued)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the room of a taken request was not given back")
+	if st := nextStream(t, got, "room after the take"); st.w != w || st.queued != queueBudget/2 {
+		t.Fatalf("room after the take: worker %p queued %d", st.w, st.queued)
 	}
 	if w.queuedBytes != queueBudget/2 {
 		t.Fatalf("%d bytes held, want %d", w.queuedBytes, queueBudget/2)
@@ -299,28 +285,13 @@ func TestRoomTurnedAway(t *testing.T) {
 	s.spare <- a                // a second place of a's, ahead of b's
 	b := fakeWorker(t, s, 0, 1) // b: one place
 	got := make(chan *Stream, 1)
-	go func() {
-		st, err := s.Open(context.Background(), 100)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- st
-	}()
-	select {
-	case st := <-got:
-		t.Fatalf("got a stream on %p while a's budget is all held", st.w)
-	case <-time.After(30 * time.Millisecond):
-	}
+	openLater(t, s, got, 100)
+	stillWaiting(t, got, "a's budget is all held")
 	a.mu.Lock()
 	a.closed = true
 	a.mu.Unlock()
 	a.closeRoom() // what retire does
-	select {
-	case st := <-got:
-		if st.w != b {
-			t.Fatalf("turned away, the request went to %p, want the other worker", st.w)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a request waiting for room in a retired worker was not turned away")
+	if st := nextStream(t, got, "turned away"); st.w != b {
+		t.Fatalf("turned away, the request went to %p, want the other worker", st.w)
 	}
 }
