@@ -221,6 +221,9 @@ func TestLookAsksHeldUpWorker(t *testing.T) {
 
 	w.sent.Store(3)
 	taken.Store(1)
+	// A request waits for room too: the stall behind the queue still gets recalled.
+	w.roomWaiters = []*roomWaiter{{n: queueBudget, ready: make(chan struct{})}}
+	w.queuedBytes = 1
 	looks := func(n int) {
 		for i := 0; i < n; i++ {
 			if !w.look() {
@@ -234,6 +237,10 @@ func TestLookAsksHeldUpWorker(t *testing.T) {
 	looks(1) // progress
 	looks(1) // stalled again: asks
 	taken.Store(3)
+	if !w.look() {
+		t.Fatal("a look saw nothing waiting while a request waits for room")
+	}
+	w.roomWaiters = nil
 	if w.look() {
 		t.Fatal("a look saw requests waiting when all were taken")
 	}

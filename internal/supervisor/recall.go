@@ -70,11 +70,9 @@ func (w *workerConn) look() (waiting bool) {
 	taken := w.taken.Load()
 	w.mu.Unlock()
 	w.releaseTaken()
-	if w.roomWaiting() {
-		return true // the takes give them room; no stall to see yet
-	}
-	waiting = w.sent.Load() > taken
-	if !waiting || taken != w.lookTaken {
+	queued := w.sent.Load() > taken
+	waiting = queued || w.roomWaiting() // they wait for the takes the looks see
+	if !queued || taken != w.lookTaken {
 		w.lookTaken, w.stalledLooks = taken, 0
 		return waiting
 	}
