@@ -62,13 +62,10 @@ func (s *Supervisor) recallLoop() {
 // look reports whether requests wait in w's queue or for room in it, and asks w to hand its
 // queue back when it took none since the previous look; only the recaller calls it.
 func (w *workerConn) look() (waiting bool) {
-	w.mu.Lock()
-	if w.dead { // taken is unmapped after lost, which marks it dead first
-		w.mu.Unlock()
+	taken, ok := w.takenCount()
+	if !ok {
 		return false
 	}
-	taken := w.taken.Load()
-	w.mu.Unlock()
 	w.releaseTaken()
 	queued := w.sent.Load() > taken
 	waiting = queued || w.roomWaiting() // they wait for the takes the looks see

@@ -120,13 +120,10 @@ func (w *workerConn) releaseStream(st *Stream) {
 // releaseTaken gives back the room of the queued streams a thread has taken: their frames
 // are out of the ring.
 func (w *workerConn) releaseTaken() {
-	w.mu.Lock()
-	if w.dead { // taken is unmapped after lost, which marks it dead first
-		w.mu.Unlock()
+	taken, ok := w.takenCount()
+	if !ok {
 		return
 	}
-	taken := w.taken.Load()
-	w.mu.Unlock()
 	w.roomMu.Lock()
 	defer w.roomMu.Unlock()
 	kept := w.roomHeld[:0]
@@ -140,6 +137,16 @@ func (w *workerConn) releaseTaken() {
 	clear(w.roomHeld[len(kept):])
 	w.roomHeld = kept
 	w.grantRoom()
+}
+
+// takenCount returns the worker's shared count of taken requests; false once it is lost.
+func (w *workerConn) takenCount() (uint64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dead { // taken is unmapped after lost, which marks it dead first
+		return 0, false
+	}
+	return w.taken.Load(), true
 }
 
 // closeRoom turns away the requests waiting for room in w, retired or lost, and those that
