@@ -66,7 +66,7 @@ func (w *workerConn) look() (waiting bool) {
 	if !ok {
 		return false
 	}
-	w.releaseTaken()
+	w.releaseUpTo(taken)
 	queued := w.sent.Load() > taken
 	waiting = queued || w.roomWaiting() // they wait for the takes the looks see
 	if !queued || taken != w.lookTaken {

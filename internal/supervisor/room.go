@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"slices"
 )
 
 // queueBudget bounds the bytes of the requests in a worker's queue (Config.Prefetch) that no
@@ -70,11 +71,8 @@ func (w *workerConn) acquireRoom(ctx context.Context, stopping <-chan struct{}, 
 		}
 		w.queuedBytes -= n // granted as we gave up
 	default:
-		for i, x := range w.roomWaiters {
-			if x == wt {
-				w.roomWaiters = append(w.roomWaiters[:i], w.roomWaiters[i+1:]...)
-				break
-			}
+		if i := slices.Index(w.roomWaiters, wt); i >= 0 {
+			w.roomWaiters = slices.Delete(w.roomWaiters, i, i+1)
 		}
 	}
 	w.grantRoom() // it may have held up smaller requests behind it
@@ -106,13 +104,10 @@ func (w *workerConn) releaseStream(st *Stream) {
 		return
 	}
 	w.roomMu.Lock()
-	for i, x := range w.roomHeld {
-		if x == st {
-			w.roomHeld = append(w.roomHeld[:i], w.roomHeld[i+1:]...)
-			w.queuedBytes -= st.queued
-			w.grantRoom()
-			break
-		}
+	if i := slices.Index(w.roomHeld, st); i >= 0 {
+		w.roomHeld = slices.Delete(w.roomHeld, i, i+1)
+		w.queuedBytes -= st.queued
+		w.grantRoom()
 	}
 	w.roomMu.Unlock()
 }
@@ -120,10 +115,13 @@ func (w *workerConn) releaseStream(st *Stream) {
 // releaseTaken gives back the room of the queued streams a thread has taken: their frames
 // are out of the ring.
 func (w *workerConn) releaseTaken() {
-	taken, ok := w.takenCount()
-	if !ok {
-		return
+	if taken, ok := w.takenCount(); ok {
+		w.releaseUpTo(taken)
 	}
+}
+
+// releaseUpTo gives back the room of the queued streams numbered up to taken.
+func (w *workerConn) releaseUpTo(taken uint64) {
 	w.roomMu.Lock()
 	defer w.roomMu.Unlock()
 	kept := w.roomHeld[:0]

@@ -265,11 +265,14 @@ func (w *workerConn) finish(id uint32) {
 	w.mu.Lock()
 	st, ok := w.streams[id]
 	delete(w.streams, id)
-	give := ok && !w.closed && !w.dead
-	idle := len(w.streams) < w.threads
-	spare := 0
-	if give {
+	idle, spare := 0, 0
+	if ok && !w.closed && !w.dead {
 		spare, w.withheld = w.withheld, 0
+		if len(w.streams) < w.threads {
+			idle = 1
+		} else {
+			spare++
+		}
 	}
 	w.mu.Unlock()
 	if !ok {
@@ -281,46 +284,34 @@ func (w *workerConn) finish(id uint32) {
 	if w.maxRequests > 0 && n == int64(w.maxRequests) {
 		w.sup.replace(w, fmt.Sprintf("served %d requests (--max-requests)", n))
 	}
-	if give {
-		if idle {
-			w.sup.tokens <- w
-		} else {
-			spare++
-		}
-		for ; spare > 0; spare-- {
-			w.sup.spare <- w
-		}
-	}
+	w.giveTokens(idle, spare)
 }
 
-// giveTokens gives back n tokens of a worker left with no stream: its threads' first, as
-// they are all idle, then its queue's places.
-func (w *workerConn) giveTokens(n int) {
-	w.mu.Lock()
-	idle := min(n, w.threads)
-	w.mu.Unlock()
-	for i := 0; i < n; i++ {
-		if i < idle {
-			w.sup.tokens <- w
-		} else {
-			w.sup.spare <- w
-		}
+// giveTokens gives back idle tokens of w's threads and spare ones of its queue's places.
+func (w *workerConn) giveTokens(idle, spare int) {
+	for ; idle > 0; idle-- {
+		w.sup.tokens <- w
+	}
+	for ; spare > 0; spare-- {
+		w.sup.spare <- w
 	}
 }
 
 // requeue forgets a stream the worker handed back before any thread took it (frame.Requeue):
 // the front sends it again. Its token is withheld until the worker finishes a stream, so that
 // the request does not go straight back to a worker whose threads are all held up; a worker
-// left with no stream finishes none, and gets them back at once.
+// left with no stream finishes none, and gets them back at once: its threads' first, as they
+// are all idle, then its queue's places.
 func (w *workerConn) requeue(id uint32) {
 	w.mu.Lock()
 	st := w.streams[id]
 	delete(w.streams, id)
-	back := 0
+	idle, spare := 0, 0
 	if st != nil && !w.closed && !w.dead {
 		w.withheld++
 		if len(w.streams) == 0 {
-			back, w.withheld = w.withheld, 0
+			idle = min(w.withheld, w.threads)
+			spare, w.withheld = w.withheld-idle, 0
 		}
 	}
 	w.mu.Unlock()
@@ -328,7 +319,7 @@ func (w *workerConn) requeue(id uint32) {
 		w.releaseStream(st)
 		st.push(Event{Kind: EventRequeue})
 	}
-	w.giveTokens(back)
+	w.giveTokens(idle, spare)
 }
 
 // onlyStuck reports whether every stream left on w was abandoned after a timeout.
