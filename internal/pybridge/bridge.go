@@ -172,7 +172,13 @@ func (t *Thread) Interrupt(serial uint64) bool {
 }
 
 // Close runs phase (c): close() on the iterable, and every reference of the request dropped.
-func (t *Thread) Close() { C.gw_close(t.t) }
+// A body that was an exact list or tuple was closed by the phase that returned its end.
+func (t *Thread) Close() {
+	if t.out.closed != 0 {
+		return
+	}
+	C.gw_close(t.t)
+}
 
 func (t *Thread) result() Result {
 	o := &t.out

@@ -2,6 +2,7 @@ package pybridge
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -63,15 +64,40 @@ func call(th *Thread, path string, body string) Result {
 
 func TestPhases(t *testing.T) {
 	onThread(t, func(th *Thread) {
+		// A short list comes out whole, in one phase.
 		r := call(th, "/hello", "")
-		if r.Kind != Data || string(r.Data) != "Hello, " || r.Total != 13 || !strings.Contains(string(r.Head), "200 OK") {
+		if r.Kind != Done || string(r.Data) != "Hello, World!" || r.Total != 13 || !strings.Contains(string(r.Head), "200 OK") {
 			t.Errorf("call /hello: %+v", r)
 		}
+		th.Close()
+
+		// A long one item by item.
+		r = call(th, "/biglist", "")
+		if r.Kind != Data || string(r.Data) != strings.Repeat("a", 10000) || r.Total != 20000 {
+			t.Errorf("call /biglist: kind %v, %d bytes, total %d", r.Kind, len(r.Data), r.Total)
+		}
 		r = th.Next()
-		if r.Kind != Done || string(r.Data) != "World!" {
-			t.Errorf("next /hello: %+v", r)
+		if r.Kind != Done || string(r.Data) != strings.Repeat("b", 10000) {
+			t.Errorf("next /biglist: kind %v, %d bytes", r.Kind, len(r.Data))
 		}
 		th.Close()
+
+		// A list subclass may have close(), and gets it called once.
+		for i := 1; i <= 2; i++ {
+			r = call(th, "/closing", "")
+			if r.Kind == Data {
+				r = th.Next()
+			}
+			if r.Kind != Done || string(r.Data) != "" {
+				t.Errorf("/closing did not end after its item: %+v", r)
+			}
+			th.Close()
+			r = call(th, "/closed", "")
+			if got := string(r.Data); got != strconv.Itoa(i) {
+				t.Errorf("after %d requests close() was called %s times", i, got)
+			}
+			th.Close()
+		}
 
 		r = call(th, "/gen", "")
 		var got []string
@@ -111,8 +137,57 @@ func TestErrors(t *testing.T) {
 		// The thread still serves after errors.
 		r := call(th, "/hello", "")
 		th.Close()
-		if r.Kind != Data {
+		if r.Kind != Done {
 			t.Errorf("after errors: %+v", r)
+		}
+	})
+}
+
+// TestStartResponse: the C start_response takes keywords and refuses what PEP 3333 does;
+// exc_info replaces a head not yet sent.
+func TestStartResponse(t *testing.T) {
+	onThread(t, func(th *Thread) {
+		r := call(th, "/start_response", "")
+		th.Close()
+		want := "TypeError,TypeError,TypeError,TypeError,TypeError,TypeError,ok,AssertionError,AssertionError"
+		if r.Kind != Done || string(r.Data) != want || !strings.Contains(string(r.Head), "500 Oops") ||
+			!strings.Contains(string(r.Head), "X-Late") {
+			t.Errorf("got %q, head %q; want %q and the exc_info head", r.Data, r.Head, want)
+		}
+	})
+}
+
+// TestEnvironStrings: keys and values come out right however the worker's caches of them
+// (cached_str) collide, for short and long strings and latin-1 bytes.
+func TestEnvironStrings(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	word := func() string {
+		b := make([]byte, rng.IntN(40))
+		for i := range b {
+			b[i] = "abcXYZ_019é"[rng.IntN(11)]
+		}
+		return string(b)
+	}
+	onThread(t, func(th *Thread) {
+		for i := 0; i < 3000; i++ {
+			kv := []string{"PATH_INFO", "/environ"}
+			want := map[string]string{"PATH_INFO": "/environ"}
+			for j := 0; j < 6; j++ {
+				k, v := "HTTP_"+strings.ToUpper(word()), word()
+				if j%2 == 0 {
+					k = "K" + word()
+				}
+				kv = append(kv, k, v)
+				want[k] = v
+			}
+			r := th.Call(1, packEnv(kv...), nil, true, -1, -1)
+			got := string(r.Data)
+			th.Close()
+			for k, v := range want {
+				if !strings.Contains("\n"+got+"\n", "\n"+k+"="+v+"\n") {
+					t.Fatalf("request %d: environ lacks %q=%q:\n%s", i, k, v, got)
+				}
+			}
 		}
 	})
 }
@@ -149,7 +224,7 @@ func TestInterrupt(t *testing.T) {
 		}
 		r = call(th, "/hello", "")
 		th.Close()
-		if r.Kind != Data {
+		if r.Kind != Done {
 			t.Fatalf("after the interrupt: %+v", r)
 		}
 	})

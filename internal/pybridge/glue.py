@@ -20,55 +20,6 @@ class RequestTimeout(BaseException):
     ``except Exception`` in the app does not swallow it."""
 
 
-class StartResponse:
-    """The start_response callable of one request (PEP 3333).
-
-    The C shim reads status and headers after the app returns, and sets ``sent`` once the
-    head has gone out with the first body chunk; write() sends the head itself.
-    """
-
-    __slots__ = ("status", "headers", "sent", "up_fd", "done")
-
-    def __init__(self, up_fd):
-        self.status = None
-        self.headers = None
-        self.sent = False
-        self.up_fd = up_fd
-        # Set when the request is over: a write() or body read from a thread the app left
-        # behind must fail, not reach the thread's next request through the same pipes.
-        self.done = False
-
-    def __call__(self, status, headers, exc_info=None):
-        if exc_info is not None:
-            try:
-                if self.sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None
-        elif self.status is not None:
-            raise AssertionError("start_response() called a second time without exc_info")
-        if type(status) is not str:
-            raise TypeError("status must be str, not %s" % type(status).__name__)
-        if type(headers) is not list:
-            raise TypeError("response headers must be a list, not %s" % type(headers).__name__)
-        self.status = status
-        self.headers = headers
-        return self.write
-
-    def write(self, data):
-        if self.done:
-            raise OSError("write() called after the response ended")
-        if self.status is None:
-            raise AssertionError("write() called before start_response()")
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("write() argument must be bytes, not %s" % type(data).__name__)
-        if not self.sent:
-            _gowsgi.send_head(self.up_fd, self.status, self.headers)
-            self.sent = True
-        if data:
-            _gowsgi.send_data(self.up_fd, bytes(data))
-
-
 class FileWrapper:
     """wsgi.file_wrapper: a regular file is handed to the front, which sends it with sendfile."""
 

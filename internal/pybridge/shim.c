@@ -2,6 +2,7 @@
  * Module state below is only touched with the GIL held. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,7 +24,7 @@ struct gw_thread {
 	unsigned long thread_id;     /* the OS thread ident PyThreadState_SetAsyncExc takes */
 	unsigned long long serial;   /* the current request, 0 between requests (GIL held) */
 	PyObject *environ; /* the request's environ (for error messages) */
-	PyObject *sr;      /* glue.StartResponse */
+	PyObject *sr;      /* the request's start_response, a gw_sr */
 	PyObject *result;  /* what the app returned; close() is called on it */
 	PyObject *iter;    /* iterator over result, or NULL when seq is used */
 	PyObject *seq;     /* borrowed: result itself when it is an exact list or tuple */
@@ -31,6 +32,7 @@ struct gw_thread {
 	PyObject *chunk;   /* the chunk handed to Go, kept alive until the next call */
 	int up_fd;
 	gw_buf head;
+	gw_buf joined;     /* the items of a short list body, joined (join_rest) */
 	char err[512];
 };
 
@@ -38,10 +40,10 @@ struct gw_thread {
 static PyThreadState *gw_main_ts;
 static PyObject *gw_app, *gw_glue;
 static PyObject *gw_RequestTimeout;
-static PyObject *gw_StartResponse, *gw_FileWrapper, *gw_make_input, *gw_log_exc, *gw_BytesIO;
+static PyObject *gw_FileWrapper, *gw_make_input, *gw_log_exc, *gw_BytesIO;
 static PyObject *gw_version;
 static int gw_multithread, gw_multiprocess;
-static PyObject *k_status, *k_headers, *k_sent, *k_done, *k_close, *k_filelike, *k_fileno, *k_tell;
+static PyObject *k_close, *k_filelike, *k_fileno, *k_tell;
 static PyObject *k_version, *k_input, *k_errors, *k_multithread, *k_multiprocess, *k_run_once,
 	*k_file_wrapper, *k_input_terminated, *k_method, *k_path;
 
@@ -226,6 +228,232 @@ static void log_error(gw_thread *t, const char *what) {
 	Py_XDECREF(msg);
 }
 
+/* ---- start_response (PEP 3333), a C type: the app calls it on every request ---- */
+
+/* send_head writes write()'s head message (GW_UP_HEAD) to the thread's up pipe. */
+static int send_head(int up, PyObject *status, PyObject *headers) {
+	gw_buf b = {0};
+	if (buf_reserve(&b, 5) < 0)
+		return -1;
+	b.len = 5;
+	gw_buf h = {0};
+	if (pack_head(&h, status, headers) < 0 || buf_put(&b, h.p, h.len) < 0) {
+		free(h.p);
+		free(b.p);
+		return -1;
+	}
+	free(h.p);
+	b.p[0] = GW_UP_HEAD;
+	put_u32((unsigned char *)b.p + 1, (uint32_t)(b.len - 5));
+	int rc;
+	Py_BEGIN_ALLOW_THREADS
+	rc = write_all(up, b.p, b.len);
+	Py_END_ALLOW_THREADS
+	free(b.p);
+	if (rc < 0) {
+		PyErr_SetString(PyExc_OSError, "write(): the connection to the front is gone");
+		return -1;
+	}
+	return 0;
+}
+
+/* send_data writes the bytes of data to the thread's up pipe as GW_UP_DATA messages. */
+static int send_data(int up, PyObject *data) {
+	const char *p = PyBytes_AS_STRING(data);
+	size_t n = (size_t)PyBytes_GET_SIZE(data);
+	int rc = 0;
+	Py_BEGIN_ALLOW_THREADS
+	while (n > 0 && rc == 0) {
+		size_t part = n > (1u << 20) ? (1u << 20) : n;
+		unsigned char hdr[5];
+		hdr[0] = GW_UP_DATA;
+		put_u32(hdr + 1, (uint32_t)part);
+		rc = write_all(up, hdr, 5);
+		if (rc == 0)
+			rc = write_all(up, p, part);
+		p += part;
+		n -= part;
+	}
+	Py_END_ALLOW_THREADS
+	if (rc < 0) {
+		PyErr_SetString(PyExc_OSError, "write(): the connection to the front is gone");
+		return -1;
+	}
+	return 0;
+}
+
+/* gw_sr is the start_response callable of one request. gw_call reads status and headers
+ * after the app returns, and sets sent once the head has gone out with the first chunk;
+ * write() sends the head itself. A Python class did the same for 0.15 µs more per request. */
+typedef struct {
+	PyObject_HEAD
+	vectorcallfunc vectorcall;
+	PyObject *status;  /* str; NULL until start_response() */
+	PyObject *headers; /* list; NULL until start_response() */
+	int up_fd;
+	/* done is set when the request is over: a write() or body read from a thread the app
+	 * left behind must fail, not reach the thread's next request through the same pipes. */
+	char sent, done;
+} gw_sr;
+
+static PyObject *sr_write(PyObject *self, PyObject *data) {
+	gw_sr *sr = (gw_sr *)self;
+	if (sr->done) {
+		PyErr_SetString(PyExc_OSError, "write() called after the response ended");
+		return NULL;
+	}
+	if (!sr->status) {
+		PyErr_SetString(PyExc_AssertionError, "write() called before start_response()");
+		return NULL;
+	}
+	if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
+		PyErr_Format(PyExc_TypeError, "write() argument must be bytes, not %.100s", Py_TYPE(data)->tp_name);
+		return NULL;
+	}
+	/* A copy of a mutable buffer: another thread may change it while the GIL is released. */
+	PyObject *b = PyBytes_FromObject(data);
+	if (!b)
+		return NULL;
+	int rc = 0;
+	if (!sr->sent) {
+		rc = send_head(sr->up_fd, sr->status, sr->headers);
+		if (rc == 0)
+			sr->sent = 1;
+	}
+	if (rc == 0 && PyBytes_GET_SIZE(b) > 0)
+		rc = send_data(sr->up_fd, b);
+	Py_DECREF(b);
+	if (rc < 0)
+		return NULL;
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef sr_write_def = {"write", sr_write, METH_O, "write(data): send data now (PEP 3333)"};
+
+/* sr_arg stores one argument of start_response(status, headers, exc_info=None). */
+static int sr_arg(PyObject **slot, PyObject *v, const char *name) {
+	if (*slot) {
+		PyErr_Format(PyExc_TypeError, "start_response() got multiple values for argument '%s'", name);
+		return -1;
+	}
+	*slot = v;
+	return 0;
+}
+
+static PyObject *sr_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+	gw_sr *sr = (gw_sr *)self;
+	static const char *names[] = {"status", "headers", "exc_info"};
+	PyObject *a[3] = {NULL, NULL, NULL};
+	Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+	if (nargs > 3) {
+		PyErr_Format(PyExc_TypeError, "start_response() takes at most 3 arguments (%zd given)", nargs);
+		return NULL;
+	}
+	for (Py_ssize_t i = 0; i < nargs; i++)
+		a[i] = args[i];
+	Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+	for (Py_ssize_t i = 0; i < nkw; i++) {
+		PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+		int j = 0;
+		while (j < 3 && PyUnicode_CompareWithASCIIString(k, names[j]) != 0)
+			j++;
+		if (j == 3) {
+			PyErr_Format(PyExc_TypeError, "start_response() got an unexpected keyword argument '%S'", k);
+			return NULL;
+		}
+		if (sr_arg(&a[j], args[nargs + i], names[j]) < 0)
+			return NULL;
+	}
+	if (!a[0] || !a[1]) {
+		PyErr_Format(PyExc_TypeError, "start_response() missing required argument '%s'", a[0] ? "headers" : "status");
+		return NULL;
+	}
+	PyObject *status = a[0], *headers = a[1], *exc_info = a[2];
+	if (exc_info && exc_info != Py_None) {
+		if (sr->sent) { /* too late to replace the head: re-raise the app's error */
+			PyObject *v = PySequence_GetItem(exc_info, 1);
+			PyObject *tb = v ? PySequence_GetItem(exc_info, 2) : NULL;
+			if (tb && !PyExceptionInstance_Check(v))
+				PyErr_SetString(PyExc_TypeError, "exc_info[1] must be an exception");
+			else if (tb && PyException_SetTraceback(v, tb) == 0)
+				PyErr_SetObject((PyObject *)Py_TYPE(v), v);
+			Py_XDECREF(v);
+			Py_XDECREF(tb);
+			return NULL;
+		}
+	} else if (sr->status) {
+		PyErr_SetString(PyExc_AssertionError, "start_response() called a second time without exc_info");
+		return NULL;
+	}
+	if (!PyUnicode_CheckExact(status)) {
+		PyErr_Format(PyExc_TypeError, "status must be str, not %.100s", Py_TYPE(status)->tp_name);
+		return NULL;
+	}
+	if (!PyList_CheckExact(headers)) {
+		PyErr_Format(PyExc_TypeError, "response headers must be a list, not %.100s", Py_TYPE(headers)->tp_name);
+		return NULL;
+	}
+	Py_INCREF(status);
+	Py_XSETREF(sr->status, status);
+	Py_INCREF(headers);
+	Py_XSETREF(sr->headers, headers);
+	return PyCFunction_New(&sr_write_def, self);
+}
+
+static int sr_traverse(PyObject *self, visitproc visit, void *arg) {
+	gw_sr *sr = (gw_sr *)self;
+	Py_VISIT(sr->status);
+	Py_VISIT(sr->headers);
+	return 0;
+}
+
+static int sr_clear(PyObject *self) {
+	gw_sr *sr = (gw_sr *)self;
+	Py_CLEAR(sr->status);
+	Py_CLEAR(sr->headers);
+	return 0;
+}
+
+static void sr_dealloc(PyObject *self) {
+	PyObject_GC_UnTrack(self);
+	sr_clear(self);
+	PyObject_GC_Del(self);
+}
+
+static PyMemberDef sr_members[] = {
+	{"status", T_OBJECT, offsetof(gw_sr, status), READONLY, NULL},
+	{"headers", T_OBJECT, offsetof(gw_sr, headers), READONLY, NULL},
+	{"sent", T_BOOL, offsetof(gw_sr, sent), READONLY, NULL},
+	{"done", T_BOOL, offsetof(gw_sr, done), READONLY, NULL},
+	{NULL},
+};
+
+static PyTypeObject gw_sr_type = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "gowsgi.StartResponse",
+	.tp_basicsize = sizeof(gw_sr),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+	.tp_doc = "start_response(status, headers, exc_info=None) of one request (PEP 3333)",
+	.tp_vectorcall_offset = offsetof(gw_sr, vectorcall),
+	.tp_call = PyVectorcall_Call,
+	.tp_traverse = sr_traverse,
+	.tp_clear = sr_clear,
+	.tp_dealloc = sr_dealloc,
+	.tp_members = sr_members,
+};
+
+static PyObject *sr_new(int up_fd) {
+	gw_sr *sr = PyObject_GC_New(gw_sr, &gw_sr_type);
+	if (!sr)
+		return NULL;
+	sr->vectorcall = sr_call;
+	sr->status = sr->headers = NULL;
+	sr->up_fd = up_fd;
+	sr->sent = sr->done = 0;
+	PyObject_GC_Track(sr);
+	return (PyObject *)sr;
+}
+
 /* ---- the _gowsgi builtin module: what glue.py calls ---- */
 
 static PyObject *py_read_body(PyObject *self, PyObject *args) {
@@ -259,69 +487,8 @@ static PyObject *py_read_body(PyObject *self, PyObject *args) {
 	return PyLong_FromUnsignedLong(got);
 }
 
-static PyObject *py_send_head(PyObject *self, PyObject *args) {
-	int up;
-	PyObject *status, *headers;
-	if (!PyArg_ParseTuple(args, "iOO", &up, &status, &headers))
-		return NULL;
-	gw_buf b = {0};
-	if (buf_reserve(&b, 5) < 0)
-		return NULL;
-	b.len = 5;
-	gw_buf h = {0};
-	if (pack_head(&h, status, headers) < 0 || buf_put(&b, h.p, h.len) < 0) {
-		free(h.p);
-		free(b.p);
-		return NULL;
-	}
-	free(h.p);
-	b.p[0] = GW_UP_HEAD;
-	put_u32((unsigned char *)b.p + 1, (uint32_t)(b.len - 5));
-	int rc;
-	Py_BEGIN_ALLOW_THREADS
-	rc = write_all(up, b.p, b.len);
-	Py_END_ALLOW_THREADS
-	free(b.p);
-	if (rc < 0) {
-		PyErr_SetString(PyExc_OSError, "write(): the connection to the front is gone");
-		return NULL;
-	}
-	Py_RETURN_NONE;
-}
-
-static PyObject *py_send_data(PyObject *self, PyObject *args) {
-	int up;
-	Py_buffer buf;
-	if (!PyArg_ParseTuple(args, "iy*", &up, &buf))
-		return NULL;
-	int rc = 0;
-	Py_BEGIN_ALLOW_THREADS
-	const char *p = buf.buf;
-	size_t n = (size_t)buf.len;
-	while (n > 0 && rc == 0) {
-		size_t part = n > (1u << 20) ? (1u << 20) : n;
-		unsigned char hdr[5];
-		hdr[0] = GW_UP_DATA;
-		put_u32(hdr + 1, (uint32_t)part);
-		rc = write_all(up, hdr, 5);
-		if (rc == 0)
-			rc = write_all(up, p, part);
-		p += part;
-		n -= part;
-	}
-	Py_END_ALLOW_THREADS
-	PyBuffer_Release(&buf);
-	if (rc < 0) {
-		PyErr_SetString(PyExc_OSError, "write(): the connection to the front is gone");
-		return NULL;
-	}
-	Py_RETURN_NONE;
-}
-
 static PyMethodDef gw_methods[] = {
 	{"read_body", py_read_body, METH_VARARGS, "read_body(up_fd, body_fd, buffer) -> n"},
-	{"send_head", py_send_head, METH_VARARGS, "send_head(up_fd, status, headers)"},
-	{"send_data", py_send_data, METH_VARARGS, "send_data(up_fd, data)"},
 	{NULL, NULL, 0, NULL},
 };
 
@@ -400,7 +567,6 @@ int gw_init(const char *glue, size_t glue_len, const char *paths, size_t paths_l
 		*err = dup_err("load the gowsgi glue module", NULL);
 		return -1;
 	}
-	gw_StartResponse = glue_attr("StartResponse");
 	gw_FileWrapper = glue_attr("FileWrapper");
 	gw_make_input = glue_attr("make_input");
 	gw_log_exc = glue_attr("log_exc");
@@ -411,10 +577,6 @@ int gw_init(const char *glue, size_t glue_len, const char *paths, size_t paths_l
 		Py_DECREF(io);
 	}
 	gw_version = Py_BuildValue("(ii)", 1, 0);
-	k_status = intern("status");
-	k_headers = intern("headers");
-	k_sent = intern("sent");
-	k_done = intern("done");
 	k_close = intern("close");
 	k_filelike = intern("filelike");
 	k_fileno = intern("fileno");
@@ -429,7 +591,7 @@ int gw_init(const char *glue, size_t glue_len, const char *paths, size_t paths_l
 	k_input_terminated = intern("wsgi.input_terminated");
 	k_method = intern("REQUEST_METHOD");
 	k_path = intern("PATH_INFO");
-	if (PyErr_Occurred() || !gw_StartResponse || !gw_FileWrapper || !gw_make_input || !gw_log_exc || !gw_RequestTimeout ||
+	if (PyErr_Occurred() || PyType_Ready(&gw_sr_type) < 0 || !gw_FileWrapper || !gw_make_input || !gw_log_exc || !gw_RequestTimeout ||
 	    !gw_BytesIO || !gw_version) {
 		PyErr_Print();
 		*err = dup_err("set up the gowsgi glue module", NULL);
@@ -487,6 +649,44 @@ gw_thread *gw_thread_new(void) {
 
 /* ---- request phases ---- */
 
+/* Caches of the environ's keys and short values, by their bytes: the same few dozen come in
+ * every request, and making each str anew (and interning the keys) cost more than finding
+ * it here (0.7 µs of a hello request's 1.7 µs in BenchmarkCall). Direct-mapped: a collision
+ * replaces the entry. Only the server's own keys are interned (so that an app's literals
+ * find them by identity): under Python 3.12 an interned str lives forever, and clients choose
+ * the values and the HTTP_ names. GIL held. */
+#define GW_STRS 256
+#define GW_STR_MAX 32
+typedef struct {
+	unsigned char len;
+	char b[GW_STR_MAX];
+	PyObject *s;
+} gw_str_entry;
+static gw_str_entry gw_keys[GW_STRS], gw_values[GW_STRS];
+
+static PyObject *cached_str(gw_str_entry *cache, int intern, const unsigned char *p, size_t n) {
+	if (n > GW_STR_MAX)
+		return PyUnicode_DecodeLatin1((const char *)p, (Py_ssize_t)n, NULL);
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	gw_str_entry *e = &cache[(h ^ (uint32_t)n) % GW_STRS];
+	if (e->s && e->len == n && memcmp(e->b, p, n) == 0) {
+		Py_INCREF(e->s);
+		return e->s;
+	}
+	PyObject *s = PyUnicode_DecodeLatin1((const char *)p, (Py_ssize_t)n, NULL);
+	if (!s)
+		return NULL;
+	if (intern)
+		PyUnicode_InternInPlace(&s);
+	Py_INCREF(s);
+	Py_XSETREF(e->s, s);
+	e->len = (unsigned char)n;
+	memcpy(e->b, p, n);
+	return s;
+}
+
 static PyObject *build_environ(const char *p, size_t n) {
 	PyObject *d = PyDict_New();
 	if (!d)
@@ -507,10 +707,9 @@ static PyObject *build_environ(const char *p, size_t n) {
 		n -= kl + 4;
 		if (n < vl)
 			goto bad;
-		PyObject *k = PyUnicode_DecodeLatin1((const char *)key, (Py_ssize_t)kl, NULL);
-		if (k)
-			PyUnicode_InternInPlace(&k);
-		PyObject *v = PyUnicode_DecodeLatin1((const char *)u, (Py_ssize_t)vl, NULL);
+		int client_named = kl > 5 && memcmp(key, "HTTP_", 5) == 0;
+		PyObject *k = cached_str(gw_keys, !client_named, key, kl);
+		PyObject *v = cached_str(gw_values, 0, u, vl);
 		int rc = (k && v) ? PyDict_SetItem(d, k, v) : -1;
 		Py_XDECREF(k);
 		Py_XDECREF(v);
@@ -643,6 +842,16 @@ static int try_file(gw_thread *t, PyObject *fw, gw_out *out) {
 	return 1;
 }
 
+/* get_optional_attr sets *out to o.name and returns 1, or returns 0 with *out NULL and no
+ * exception when o has no such attribute, or -1 with an exception set. */
+static int get_optional_attr(PyObject *o, PyObject *name, PyObject **out) {
+#if PY_VERSION_HEX >= 0x030D0000
+	return PyObject_GetOptionalAttr(o, name, out);
+#else
+	return _PyObject_LookupAttr(o, name, out);
+#endif
+}
+
 static void sync_up(int up_fd) {
 	unsigned char s = GW_UP_SYNC;
 	Py_BEGIN_ALLOW_THREADS
@@ -651,14 +860,45 @@ static void sync_up(int up_fd) {
 }
 
 /* sent_via_write reports whether write() already sent the head. */
-static int sent_via_write(gw_thread *t) {
-	if (!t->sr)
-		return 0;
-	PyObject *s = PyObject_GetAttr(t->sr, k_sent);
-	int r = s == Py_True;
-	Py_XDECREF(s);
-	PyErr_Clear();
-	return r;
+static int sent_via_write(gw_thread *t) { return t->sr && ((gw_sr *)t->sr)->sent; }
+
+/* joinMax bounds the list bodies whose items are joined into one chunk: copying them costs
+ * less than the call that would fetch each next one. */
+#define GW_JOIN_MAX 16384
+
+/* join_rest joins the current chunk and the remaining items of t->seq, all bytes, into
+ * t->joined: the body goes out in one DONE instead of a gw_next per item. */
+static int join_rest(gw_thread *t, gw_out *out) {
+	gw_buf *b = &t->joined;
+	b->len = 0;
+	if (buf_put(b, PyBytes_AS_STRING(t->chunk), (size_t)PyBytes_GET_SIZE(t->chunk)) < 0)
+		return -1;
+	Py_ssize_t n = PySequence_Fast_GET_SIZE(t->seq);
+	for (; t->idx < n; t->idx++) {
+		PyObject *it = PySequence_Fast_GET_ITEM(t->seq, t->idx);
+		if (buf_put(b, PyBytes_AS_STRING(it), (size_t)PyBytes_GET_SIZE(it)) < 0)
+			return -1;
+	}
+	Py_CLEAR(t->chunk);
+	out->kind = GW_OUT_DONE;
+	out->data = b->p;
+	out->data_len = b->len;
+	return 0;
+}
+
+/* close_early ends a request whose body was an exact list or tuple, now all in out: such a
+ * body has no close() to call, so gw_close would only drop references, and the Go side can
+ * skip that call. t->chunk, which out->data may point into, is dropped by the next call. */
+static void close_early(gw_thread *t, gw_out *out) {
+	if (out->kind != GW_OUT_DONE || !t->seq)
+		return;
+	t->seq = NULL;
+	Py_CLEAR(t->result);
+	((gw_sr *)t->sr)->done = 1;
+	Py_CLEAR(t->sr);
+	Py_CLEAR(t->environ);
+	t->serial = 0;
+	out->closed = 1;
 }
 
 void gw_call(gw_thread *t, unsigned long long serial, const char *env, size_t env_len, const char *body, size_t body_len,
@@ -667,14 +907,13 @@ void gw_call(gw_thread *t, unsigned long long serial, const char *env, size_t en
 	out->total = -1;
 	out->fd = -1;
 	PyEval_RestoreThread(t->ts);
+	Py_CLEAR(t->chunk); /* left by close_early */
 	t->serial = serial;
 	t->up_fd = up_fd;
 	t->err[0] = 0;
 	int done = 0, r;
 
-	PyObject *fd = PyLong_FromLong(up_fd);
-	t->sr = fd ? PyObject_CallOneArg(gw_StartResponse, fd) : NULL;
-	Py_XDECREF(fd);
+	t->sr = sr_new(up_fd);
 	if (!t->sr) {
 		log_error(t, "Error creating start_response for");
 		goto fail;
@@ -726,32 +965,34 @@ void gw_call(gw_thread *t, unsigned long long serial, const char *env, size_t en
 		out->data = PyBytes_AS_STRING(t->chunk);
 		out->data_len = (size_t)PyBytes_GET_SIZE(t->chunk);
 	}
+	if (!done && out->total >= 0 && out->total <= GW_JOIN_MAX && join_rest(t, out) < 0) {
+		log_error(t, "Error handling request");
+		goto fail;
+	}
 
 head:
 	if (sent_via_write(t)) {
 		out->head_sent = 1;
 		out->total = -1;
 		sync_up(up_fd);
+		close_early(t, out);
 		t->ts = PyEval_SaveThread();
 		return;
 	}
-	PyObject *status = PyObject_GetAttr(t->sr, k_status);
-	PyObject *headers = status ? PyObject_GetAttr(t->sr, k_headers) : NULL;
-	if (status == Py_None) {
+	gw_sr *sr = (gw_sr *)t->sr;
+	if (!sr->status)
 		PyErr_SetString(PyExc_AssertionError, "the application returned without calling start_response()");
-	}
-	int rc = (status && headers && status != Py_None) ? pack_head(&t->head, status, headers) : -1;
-	Py_XDECREF(status);
-	Py_XDECREF(headers);
-	if (rc < 0 || PyObject_SetAttr(t->sr, k_sent, Py_True) < 0) {
+	if (!sr->status || pack_head(&t->head, sr->status, sr->headers) < 0) {
 		log_error(t, "Invalid response status or headers for");
 		if (out->fd >= 0)
 			close(out->fd);
 		out->fd = -1;
 		goto fail;
 	}
+	sr->sent = 1;
 	out->head = t->head.p;
 	out->head_len = t->head.len;
+	close_early(t, out);
 	t->ts = PyEval_SaveThread();
 	return;
 
@@ -795,21 +1036,26 @@ void gw_close(gw_thread *t) {
 	Py_CLEAR(t->iter);
 	t->seq = NULL;
 	if (t->result) {
-		PyObject *close = PyObject_GetAttr(t->result, k_close);
-		if (close) {
+		/* Most apps return a list, which has no close(): no AttributeError made and dropped
+		 * for it, 0.16 µs per request. */
+		PyObject *close = NULL;
+		int found = PyList_CheckExact(t->result) || PyTuple_CheckExact(t->result)
+		                ? 0
+		                : get_optional_attr(t->result, k_close, &close);
+		if (found > 0) {
 			PyObject *r = PyObject_CallNoArgs(close);
 			Py_DECREF(close);
 			if (r)
 				Py_DECREF(r);
 			else
 				log_error(t, "Error closing the response of");
-		} else {
-			PyErr_Clear();
+		} else if (found < 0) {
+			log_error(t, "Error closing the response of");
 		}
 		Py_CLEAR(t->result);
 	}
-	if (t->sr && PyObject_SetAttr(t->sr, k_done, Py_True) < 0)
-		PyErr_Clear(); /* a StartResponse always has the slot; nothing to report */
+	if (t->sr)
+		((gw_sr *)t->sr)->done = 1;
 	Py_CLEAR(t->sr);
 	Py_CLEAR(t->environ);
 	t->serial = 0;

@@ -32,12 +32,15 @@ typedef struct gw_out {
 	int head_sent;           /* the head already went out through write() */
 	const char *head;        /* packed status and headers (frame.PackedHead), or NULL */
 	size_t head_len;
-	const char *data;        /* chunk bytes, borrowed from a bytes object the thread holds */
+	const char *data;        /* chunk bytes, borrowed from a bytes object the thread holds, or
+	                          * the thread's own copy of a short list's items */
 	size_t data_len;
 	long long total;         /* total body length when known (a list of bytes), else -1 */
 	int fd;                  /* GW_OUT_FILE: a dup'd descriptor; the caller closes it */
 	long long file_off, file_len;
 	const char *err;         /* GW_OUT_ERROR: a NUL-terminated reason, thread-owned */
+	int closed;              /* GW_OUT_DONE from an exact list or tuple: the request's objects
+	                          * are released already; gw_close has nothing left to do */
 } gw_out;
 
 /* Messages a Python thread writes on its "up" pipe while the app runs (see pybridge doc). */

@@ -4,6 +4,14 @@ import threading
 _local = threading.local()
 
 
+class _Closing(list):
+    """A list subclass with close(): the server must call it."""
+    closed = 0
+
+    def close(self):
+        _Closing.closed += 1
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/hello":
@@ -28,6 +36,41 @@ def application(environ, start_response):
     if path == "/spin":
         while True:
             pass
+    if path == "/biglist":
+        start_response("200 OK", [])
+        return [b"a" * 10000, b"b" * 10000]
+    if path == "/closing":
+        start_response("200 OK", [])
+        return _Closing([b"closing"])
+    if path == "/closed":
+        start_response("200 OK", [])
+        return [str(_Closing.closed).encode()]
+    if path == "/start_response":
+        # The C start_response: keywords, and the errors a Python one raised.
+        out = []
+        for args, kwargs in [((b"200 OK", []), {}),
+                             (("200 OK", ()), {}),
+                             (("200 OK", [], None, 1), {}),
+                             (("200 OK",), {"bogus": 1}),
+                             (("200 OK", []), {"status": "x"}),
+                             (("200 OK",), {}),
+                             ((), {"status": "200 OK", "headers": []}),
+                             (("200 OK",), {"headers": [], "exc_info": None}),
+                             (("200 OK", []), {})]:
+            try:
+                start_response(*args, **kwargs)
+                out.append("ok")
+            except (TypeError, AssertionError) as e:
+                out.append(type(e).__name__)
+        try:
+            raise KeyError("late")
+        except KeyError:
+            start_response("500 Oops", [("X-Late", "1")], sys.exc_info())
+        return [",".join(out).encode()]
+    if path == "/environ":
+        start_response("200 OK", [])
+        return ["\n".join("%s=%s" % kv for kv in sorted(environ.items()) if type(kv[1]) is str)
+                .encode("latin-1")]
     if path == "/notbytes":
         start_response("200 OK", [])
         return ["text"]
