@@ -30,6 +30,7 @@ type conn struct {
 	idle atomic.Bool // waiting for the next request: safe to close when draining
 
 	envBuf []byte
+	reqBuf http1.RequestBuffer   // the Request being served lives here, until the next is read
 	rd, wd deadline              // the armed read and write deadlines
 	dw     deadlineWriter        // what the pooled response buffer writes to
 	linger bool                  // close with a lingering close (see close)
@@ -164,7 +165,7 @@ func (c *conn) serve() {
 		if !headBuffered(c.br) { // else reading it cannot block
 			c.rd.arm(start, c.s.cfg.HeaderTimeout)
 		}
-		req, err := http1.ReadRequest(c.br, c.s.cfg.Limits)
+		req, err := c.reqBuf.Read(c.br, c.s.cfg.Limits)
 		if err != nil {
 			var he *http1.Error
 			if errors.As(err, &he) {

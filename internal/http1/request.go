@@ -133,8 +133,24 @@ type requestBlock struct {
 //     HTTP/1.0, together with Content-Length, and unless the coding list is exactly "chunked".
 //
 // Every string in the Request shares one allocation holding the head; a typical request costs
-// two allocations in total.
+// two allocations in total (one with a RequestBuffer).
 func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
+	return readRequest(br, lim, nil)
+}
+
+// RequestBuffer is where a connection reads its requests, one after the other: the Request
+// and its first header fields reuse one allocation (a front at 70,000 hello requests/s
+// allocated 38 % of its bytes there, and collected them).
+type RequestBuffer struct{ b requestBlock }
+
+// Read is ReadRequest into rb. The Request it returns is valid until the next Read with rb;
+// its strings stay valid for good.
+func (rb *RequestBuffer) Read(br *bufio.Reader, lim Limits) (*Request, error) {
+	return readRequest(br, lim, &rb.b)
+}
+
+// readRequest is ReadRequest, into b when b is not nil.
+func readRequest(br *bufio.Reader, lim Limits, b *requestBlock) (*Request, error) {
 	lim = lim.withDefaults()
 	h := headScan{lim: lim}
 	head, err := readHead(br, &h)
@@ -144,9 +160,11 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 	fields := h.fields
 	var req *Request
 	if fields <= inlineHeaders {
-		b := new(requestBlock)
+		if b == nil {
+			b = new(requestBlock)
+		}
 		req = &b.req
-		req.Headers = b.hdr[:0:fields]
+		*req = Request{Headers: b.hdr[:0:fields]}
 	} else {
 		req = new(Request)
 		req.Headers = make([]Header, 0, fields)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -502,6 +503,29 @@ const typicalGET = "GET /api/items?page=2 HTTP/1.1\r\n" +
 	"Cookie: session=0123456789abcdef\r\n" +
 	"\r\n"
 
+// TestRequestBufferReuse: a request read into a used RequestBuffer keeps nothing of the one
+// before it.
+func TestRequestBufferReuse(t *testing.T) {
+	first := "POST /up?x=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n" +
+		"Upgrade: websocket\r\nConnection: keep-alive, upgrade\r\n\r\n"
+	second := "GET / HTTP/1.0\r\n\r\n"
+	var rb RequestBuffer
+	for _, tc := range []string{first, second} {
+		br := bufio.NewReader(strings.NewReader(tc))
+		got, err := rb.Read(br, Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ReadRequest(bufio.NewReader(strings.NewReader(tc)), Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%q into a used buffer:\n got %+v\nwant %+v", tc, got, want)
+		}
+	}
+}
+
 // TestAllocs pins the allocation count of a typical request: one for the head string and one
 // for the Request with its inline header array; the body reader of a bodiless request costs
 // nothing.
@@ -521,6 +545,19 @@ func TestAllocs(t *testing.T) {
 	})
 	if allocs > 2 {
 		t.Errorf("typical GET: %v allocations, want at most 2", allocs)
+	}
+
+	// A connection's RequestBuffer leaves the head string only.
+	var rb RequestBuffer
+	allocs = testing.AllocsPerRun(1000, func() {
+		sr.Reset(typicalGET)
+		br.Reset(sr)
+		if req, err := rb.Read(br, Limits{}); err != nil || len(req.Headers) != 6 {
+			t.Fatal(req, err)
+		}
+	})
+	if allocs > 1 {
+		t.Errorf("typical GET into a RequestBuffer: %v allocations, want at most 1", allocs)
 	}
 
 	// A head larger than the bufio buffer takes the slow path: one more for the scratch slice.
