@@ -862,7 +862,7 @@ static void sync_up(int up_fd) {
 /* sent_via_write reports whether write() already sent the head. */
 static int sent_via_write(gw_thread *t) { return t->sr && ((gw_sr *)t->sr)->sent; }
 
-/* joinMax bounds the list bodies whose items are joined into one chunk: copying them costs
+/* GW_JOIN_MAX bounds the list bodies whose items are joined into one chunk: copying them costs
  * less than the call that would fetch each next one. */
 #define GW_JOIN_MAX 16384
 
