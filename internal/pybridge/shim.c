@@ -667,10 +667,19 @@ static gw_str_entry gw_keys[GW_STRS], gw_values[GW_STRS];
 static PyObject *cached_str(gw_str_entry *cache, int intern, const unsigned char *p, size_t n) {
 	if (n > GW_STR_MAX)
 		return PyUnicode_DecodeLatin1((const char *)p, (Py_ssize_t)n, NULL);
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ p[i]) * 16777619u;
-	gw_str_entry *e = &cache[(h ^ (uint32_t)n) % GW_STRS];
+	/* The length and the first and last 8 bytes tell apart the strings that come together
+	 * (SERVER_NAME and SERVER_PORT, HTTP_ACCEPT_ENCODING and HTTP_ACCEPT_LANGUAGE, ports)
+	 * at a fraction of a byte-by-byte hash's cost (5 % of a hello worker's time); memcmp
+	 * decides. */
+	uint64_t a = 0, b = 0;
+	if (n >= 8) {
+		memcpy(&a, p, 8);
+		memcpy(&b, p + n - 8, 8);
+	} else {
+		memcpy(&a, p, n);
+	}
+	uint64_t h = (a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ ((uint64_t)n * 0x165667B19E3779F9ull);
+	gw_str_entry *e = &cache[(h >> 40) % GW_STRS];
 	if (e->s && e->len == n && memcmp(e->b, p, n) == 0) {
 		Py_INCREF(e->s);
 		return e->s;
