@@ -30,7 +30,7 @@ type conn struct {
 	idle atomic.Bool // waiting for the next request: safe to close when draining
 
 	envBuf []byte
-	reqBuf http1.RequestBuffer   // the Request being served lives here, until the next is read
+	reqBuf http1.RequestBuffer   // the Request being served lives here, until it is answered
 	rd, wd deadline              // the armed read and write deadlines
 	dw     deadlineWriter        // what the pooled response buffer writes to
 	linger bool                  // close with a lingering close (see close)
@@ -182,7 +182,9 @@ func (c *conn) serve() {
 			c.logAccess(req, start, 400, 0)
 			return
 		}
-		if !c.handle(req, start) {
+		ok := c.handle(req, start)
+		c.reqBuf.Reset()
+		if !ok {
 			return
 		}
 	}

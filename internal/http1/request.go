@@ -143,11 +143,15 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 // allocated 38 % of its bytes there, and collected them).
 type RequestBuffer struct{ b requestBlock }
 
-// Read is ReadRequest into rb. The Request it returns is valid until the next Read with rb;
-// its strings stay valid for good.
+// Read is ReadRequest into rb. The Request it returns is valid until the next Read or Reset
+// of rb; its strings stay valid for good.
 func (rb *RequestBuffer) Read(br *bufio.Reader, lim Limits) (*Request, error) {
 	return readRequest(br, lim, &rb.b)
 }
+
+// Reset lets go of the last request: its fields point into its head, which an idle
+// keep-alive connection should not keep (up to about 100 KiB with the default limits).
+func (rb *RequestBuffer) Reset() { rb.b = requestBlock{} }
 
 // readRequest is ReadRequest, into b when b is not nil.
 func readRequest(br *bufio.Reader, lim Limits, b *requestBlock) (*Request, error) {

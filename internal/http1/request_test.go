@@ -524,6 +524,11 @@ func TestRequestBufferReuse(t *testing.T) {
 			t.Errorf("%q into a used buffer:\n got %+v\nwant %+v", tc, got, want)
 		}
 	}
+	// Reset lets go of the head: nothing of the last request is left in the buffer.
+	rb.Reset()
+	if !reflect.ValueOf(rb.b).IsZero() {
+		t.Errorf("after Reset the buffer still holds %+v", rb.b.req)
+	}
 }
 
 // TestAllocs pins the allocation count of a typical request: one for the head string and one

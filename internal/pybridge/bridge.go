@@ -172,7 +172,7 @@ func (t *Thread) Interrupt(serial uint64) bool {
 }
 
 // Close runs phase (c): close() on the iterable, and every reference of the request dropped.
-// A body that was an exact list or tuple was closed by the phase that returned its end.
+// A short exact list or tuple body that Call returned whole was closed by Call.
 func (t *Thread) Close() {
 	if t.out.closed != 0 {
 		return

@@ -192,6 +192,53 @@ func TestEnvironStrings(t *testing.T) {
 	})
 }
 
+// TestBigListReleased: a long body returned whole in a one-item list is not kept by the
+// thread after Close (a short one may stay until the thread's next request).
+func TestBigListReleased(t *testing.T) {
+	refs := func() string {
+		var got string
+		onThread(t, func(th *Thread) {
+			got = string(call(th, "/bigrefs", "").Data)
+			th.Close()
+		})
+		return got
+	}
+	before := refs()
+	onThread(t, func(th *Thread) {
+		r := call(th, "/big", "")
+		if r.Kind != Done || len(r.Data) != 100000 {
+			t.Errorf("/big: kind %v, %d bytes", r.Kind, len(r.Data))
+		}
+		th.Close()
+	})
+	if after := refs(); after != before {
+		t.Errorf("refcount of the body %s after the request, %s before: an idle thread keeps it", after, before)
+	}
+}
+
+// TestSecretsNotCached: cookies and credentials get a str of their own per request, where
+// other short header values come from the worker's cache.
+func TestSecretsNotCached(t *testing.T) {
+	onThread(t, func(th *Thread) {
+		var ids [2][]string
+		for i := range ids {
+			env := packEnv("PATH_INFO", "/header_ids", "HTTP_COOKIE", "s=1", "HTTP_X_PLAIN", "plain")
+			r := th.Call(1, env, nil, true, -1, -1)
+			ids[i] = strings.Fields(string(r.Data))
+			th.Close()
+		}
+		if len(ids[0]) != 2 || len(ids[1]) != 2 {
+			t.Fatalf("ids %q", ids)
+		}
+		if ids[0][0] == ids[1][0] {
+			t.Errorf("two requests shared one HTTP_COOKIE str")
+		}
+		if ids[0][1] != ids[1][1] {
+			t.Errorf("two requests did not share the cached HTTP_X_PLAIN str: the test sees no caching")
+		}
+	})
+}
+
 func TestThreadLocalPersists(t *testing.T) {
 	onThread(t, func(th *Thread) {
 		for i := 1; i <= 50; i++ {

@@ -697,6 +697,14 @@ static PyObject *cached_str(gw_str_entry *cache, int intern, const unsigned char
 	return s;
 }
 
+/* is_secret reports the keys whose values stay out of the cache: credentials should not
+ * outlive their request in the worker's memory. */
+static int is_secret(const unsigned char *k, size_t n) {
+	return (n == 11 && memcmp(k, "HTTP_COOKIE", 11) == 0) ||
+	       (n == 18 && memcmp(k, "HTTP_AUTHORIZATION", 18) == 0) ||
+	       (n == 24 && memcmp(k, "HTTP_PROXY_AUTHORIZATION", 24) == 0);
+}
+
 static PyObject *build_environ(const char *p, size_t n) {
 	PyObject *d = PyDict_New();
 	if (!d)
@@ -719,7 +727,8 @@ static PyObject *build_environ(const char *p, size_t n) {
 			goto bad;
 		int client_named = kl > 5 && memcmp(key, "HTTP_", 5) == 0;
 		PyObject *k = cached_str(gw_keys, !client_named, key, kl);
-		PyObject *v = cached_str(gw_values, 0, u, vl);
+		PyObject *v = is_secret(key, kl) ? PyUnicode_DecodeLatin1((const char *)u, (Py_ssize_t)vl, NULL)
+		                                 : cached_str(gw_values, 0, u, vl);
 		int rc = (k && v) ? PyDict_SetItem(d, k, v) : -1;
 		Py_XDECREF(k);
 		Py_XDECREF(v);
@@ -897,18 +906,20 @@ static int join_rest(gw_thread *t, gw_out *out) {
 }
 
 /* close_early ends a request whose body was an exact list or tuple, now all in out: such a
- * body has no close() to call, so gw_close would only drop references, and the Go side can
- * skip that call. t->chunk, which out->data may point into, is dropped by the next call. */
+ * body has no close() to call, so gw_close would only drop references. The request is marked
+ * over before they go, since dropping them may run an app's finalizers. A short t->chunk,
+ * which out->data may point into, is dropped by the next call, and the Go side skips
+ * gw_close; a long one is left to gw_close, so that an idle thread does not keep it. */
 static void close_early(gw_thread *t, gw_out *out) {
 	if (out->kind != GW_OUT_DONE || !t->seq)
 		return;
+	((gw_sr *)t->sr)->done = 1;
+	t->serial = 0;
 	t->seq = NULL;
 	Py_CLEAR(t->result);
-	((gw_sr *)t->sr)->done = 1;
 	Py_CLEAR(t->sr);
 	Py_CLEAR(t->environ);
-	t->serial = 0;
-	out->closed = 1;
+	out->closed = !t->chunk || PyBytes_GET_SIZE(t->chunk) <= GW_JOIN_MAX;
 }
 
 void gw_call(gw_thread *t, unsigned long long serial, const char *env, size_t env_len, const char *body, size_t body_len,
@@ -1062,13 +1073,14 @@ void gw_close(gw_thread *t) {
 		} else if (found < 0) {
 			log_error(t, "Error closing the response of");
 		}
-		Py_CLEAR(t->result);
 	}
+	/* Over before its objects go: dropping them may run an app's finalizers. */
 	if (t->sr)
 		((gw_sr *)t->sr)->done = 1;
+	t->serial = 0;
+	Py_CLEAR(t->result);
 	Py_CLEAR(t->sr);
 	Py_CLEAR(t->environ);
-	t->serial = 0;
 	t->ts = PyEval_SaveThread();
 }
 

@@ -39,8 +39,8 @@ typedef struct gw_out {
 	int fd;                  /* GW_OUT_FILE: a dup'd descriptor; the caller closes it */
 	long long file_off, file_len;
 	const char *err;         /* GW_OUT_ERROR: a NUL-terminated reason, thread-owned */
-	int closed;              /* GW_OUT_DONE from an exact list or tuple: the request's objects
-	                          * are released already; gw_close has nothing left to do */
+	int closed;              /* gw_call's GW_OUT_DONE of a short exact list or tuple: the
+	                          * request's objects are released already; no gw_close follows */
 } gw_out;
 
 /* Messages a Python thread writes on its "up" pipe while the app runs (see pybridge doc). */

@@ -2,6 +2,8 @@ import sys
 import threading
 
 _local = threading.local()
+_BIG = b"B" * 100000
+_kept = []
 
 
 class _Closing(list):
@@ -71,6 +73,17 @@ def application(environ, start_response):
         start_response("200 OK", [])
         return ["\n".join("%s=%s" % kv for kv in sorted(environ.items()) if type(kv[1]) is str)
                 .encode("latin-1")]
+    if path == "/big":
+        start_response("200 OK", [])
+        return [_BIG]
+    if path == "/bigrefs":
+        start_response("200 OK", [])
+        return [str(sys.getrefcount(_BIG)).encode()]
+    if path == "/header_ids":
+        # Keep the objects alive, so that two requests' ids differ unless they share them.
+        _kept.extend((environ["HTTP_COOKIE"], environ["HTTP_X_PLAIN"]))
+        start_response("200 OK", [])
+        return [("%d %d" % (id(_kept[-2]), id(_kept[-1]))).encode()]
     if path == "/notbytes":
         start_response("200 OK", [])
         return ["text"]
