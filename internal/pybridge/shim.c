@@ -905,20 +905,26 @@ static int join_rest(gw_thread *t, gw_out *out) {
 	return 0;
 }
 
-/* close_early ends a request whose body was an exact list or tuple, now all in out: such a
- * body has no close() to call, so gw_close would only drop references. The request is marked
- * over before they go, since dropping them may run an app's finalizers. A short t->chunk,
- * which out->data may point into, is dropped by the next call, and the Go side skips
- * gw_close; a long one is left to gw_close, so that an idle thread does not keep it. */
-static void close_early(gw_thread *t, gw_out *out) {
-	if (out->kind != GW_OUT_DONE || !t->seq)
-		return;
-	((gw_sr *)t->sr)->done = 1;
+/* drop_request marks the request over and drops its objects. Over first: dropping them may
+ * run an app's finalizers, whose write() must fail and which no timeout may reach. */
+static void drop_request(gw_thread *t) {
+	if (t->sr)
+		((gw_sr *)t->sr)->done = 1;
 	t->serial = 0;
 	t->seq = NULL;
 	Py_CLEAR(t->result);
 	Py_CLEAR(t->sr);
 	Py_CLEAR(t->environ);
+}
+
+/* close_early ends a request whose body was an exact list or tuple, now all in out: such a
+ * body has no close() to call, so gw_close would only drop references. A short t->chunk,
+ * which out->data may point into, is dropped by the next call, and the Go side skips
+ * gw_close; a long one is left to gw_close, so that an idle thread does not keep it. */
+static void close_early(gw_thread *t, gw_out *out) {
+	if (out->kind != GW_OUT_DONE || !t->seq)
+		return;
+	drop_request(t);
 	out->closed = !t->chunk || PyBytes_GET_SIZE(t->chunk) <= GW_JOIN_MAX;
 }
 
@@ -1055,7 +1061,7 @@ void gw_close(gw_thread *t) {
 	PyEval_RestoreThread(t->ts);
 	Py_CLEAR(t->chunk);
 	Py_CLEAR(t->iter);
-	t->seq = NULL;
+	t->seq = NULL; /* borrowed from result */
 	if (t->result) {
 		/* Most apps return a list, which has no close(): no AttributeError made and dropped
 		 * for it, 0.4 µs per request in BenchmarkCall. */
@@ -1074,13 +1080,7 @@ void gw_close(gw_thread *t) {
 			log_error(t, "Error closing the response of");
 		}
 	}
-	/* Over before its objects go: dropping them may run an app's finalizers. */
-	if (t->sr)
-		((gw_sr *)t->sr)->done = 1;
-	t->serial = 0;
-	Py_CLEAR(t->result);
-	Py_CLEAR(t->sr);
-	Py_CLEAR(t->environ);
+	drop_request(t);
 	t->ts = PyEval_SaveThread();
 }
 
