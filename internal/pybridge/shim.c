@@ -665,8 +665,10 @@ typedef struct {
 } gw_str_entry;
 static gw_str_entry gw_keys[GW_STRS], gw_values[GW_STRS];
 
+/* cached_str returns a new reference to the str of the n bytes at p, from cache when it has
+ * one (NULL: no cache); a str put in the cache is interned when intern is set. */
 static PyObject *cached_str(gw_str_entry *cache, int intern, const unsigned char *p, size_t n) {
-	if (n > GW_STR_MAX)
+	if (!cache || n > GW_STR_MAX)
 		return PyUnicode_DecodeLatin1((const char *)p, (Py_ssize_t)n, NULL);
 	/* The length and the first and last 8 bytes tell apart the strings that come together
 	 * (SERVER_NAME and SERVER_PORT, HTTP_ACCEPT_ENCODING and HTTP_ACCEPT_LANGUAGE, ports)
@@ -727,8 +729,7 @@ static PyObject *build_environ(const char *p, size_t n) {
 			goto bad;
 		int client_named = kl > 5 && memcmp(key, "HTTP_", 5) == 0;
 		PyObject *k = cached_str(gw_keys, !client_named, key, kl);
-		PyObject *v = is_secret(key, kl) ? PyUnicode_DecodeLatin1((const char *)u, (Py_ssize_t)vl, NULL)
-		                                 : cached_str(gw_values, 0, u, vl);
+		PyObject *v = cached_str(is_secret(key, kl) ? NULL : gw_values, 0, u, vl);
 		int rc = (k && v) ? PyDict_SetItem(d, k, v) : -1;
 		Py_XDECREF(k);
 		Py_XDECREF(v);
