@@ -255,6 +255,7 @@ func (c *conn) handle(req *http1.Request, start time.Time) bool {
 	c.envBuf = wsgi.AppendEnviron(c.envBuf[:0], req, &c.ci, &c.s.cfg.Environ)
 	r := response{c: c, req: req, body: body, start: start, prefix: prefix, bodyEnd: bodyEnd}
 	keep := r.dispatch() && r.run()
+	r.release()
 	if !keep && !body.done && body.err == nil {
 		c.linger = true // the client may still be sending the body
 	}
@@ -289,6 +290,7 @@ const maxDispatch = 3
 
 // dispatch waits for a free Python thread and sends the request to it.
 func (r *response) dispatch() bool {
+	r.release() // the stream the request was sent on before, which gave it back
 	r.attempts++
 	st, err := r.c.s.sup.Open(context.Background(), len(r.c.envBuf)+len(r.prefix))
 	if err != nil {
@@ -302,6 +304,15 @@ func (r *response) dispatch() bool {
 		r.c.s.log.Debug(fmt.Sprintf("send request: %v", err))
 	}
 	return true
+}
+
+// release gives back the stream the response was using, done with: run took its last event
+// or abandoned it.
+func (r *response) release() {
+	if r.st != nil {
+		r.st.Release()
+		r.st = nil
+	}
 }
 
 // failBody answers a request whose body could not be read before dispatch.

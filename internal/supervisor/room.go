@@ -160,6 +160,15 @@ func (w *workerConn) closeRoom() {
 	w.roomWaiters = nil
 }
 
+// forgetRoom lets go of the streams holding room in a lost worker: they are failed or sent
+// elsewhere, and go back to the stream pool.
+func (w *workerConn) forgetRoom() {
+	w.roomMu.Lock()
+	defer w.roomMu.Unlock()
+	clear(w.roomHeld)
+	w.roomHeld = nil
+}
+
 // grantRoom grants room to the waiting requests, in order, while it lasts; roomMu must be
 // held.
 func (w *workerConn) grantRoom() {

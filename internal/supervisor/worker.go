@@ -279,6 +279,7 @@ func (w *workerConn) finish(id uint32) {
 		return
 	}
 	w.releaseStream(st)
+	st.unref()
 	w.releaseTaken()
 	n := w.requests.Add(1)
 	if w.maxRequests > 0 && n == int64(w.maxRequests) {
@@ -318,6 +319,7 @@ func (w *workerConn) requeue(id uint32) {
 	if st != nil {
 		w.releaseStream(st)
 		st.push(Event{Kind: EventRequeue})
+		st.unref()
 	}
 	w.giveTokens(idle, spare)
 }
@@ -352,12 +354,14 @@ func (w *workerConn) lost() {
 	w.mu.Unlock()
 	taken := w.taken.Load() // final: the process is gone
 	w.closeRoom()           // requests waiting for room here go elsewhere
+	w.forgetRoom()
 	for _, st := range streams {
 		if seq := st.seq.Load(); seq != 0 && seq <= taken {
 			st.push(Event{Kind: EventFailed})
 		} else {
 			st.push(Event{Kind: EventRetry}) // the app never saw it: safe to send elsewhere
 		}
+		st.unref()
 	}
 }
 
@@ -433,13 +437,13 @@ func (w *workerConn) readLoop() {
 			threads := int(info.Threads)
 			w.sup.do(func() { w.sup.onReady(w, threads) })
 		case frame.Head:
-			p := append([]byte(nil), f.Payload...)
+			st := w.stream(f.Stream)
 			e := Event{Kind: EventHead}
-			if err := frame.ParseHeadFrame(p, &e.Head); err != nil {
+			if err := st.parseHead(f.Payload, &e.Head); err != nil {
 				log.Error(fmt.Sprintf("Worker %d: %v", w.pid, err))
 				return
 			}
-			if st := w.stream(f.Stream); st != nil {
+			if st != nil {
 				st.push(e)
 			}
 		case frame.Data:
