@@ -81,16 +81,23 @@ func nextStream(t *testing.T, got <-chan *Stream, what string) *Stream {
 }
 
 // TestOpenPrefersIdleThreads: requests go to idle threads while there are any, and then to
-// places in the workers' queues; a request that takes a place waits until the bytes queued
-// in that worker leave room for it (queueBudget), unless the queue is empty.
+// places in the workers' queues; a request waits until the bytes of the requests no thread of
+// its worker took yet leave room for it (queueBudget), unless there are none.
 func TestOpenPrefersIdleThreads(t *testing.T) {
 	s := New(Config{})
 	a := fakeWorker(t, s, 1, 2)
 	b := fakeWorker(t, s, 1, 2)
 	first, second := openNow(t, s, 100), openNow(t, s, 100)
-	if first.queued != 0 || second.queued != 0 || first.w == second.w {
-		t.Fatalf("the first two requests went to %p and %p, queued %d and %d: want the idle threads of both workers",
-			first.w, second.w, first.queued, second.queued)
+	if first.w == second.w || len(s.spare) != 4 {
+		t.Fatalf("the first two requests went to %p and %p, %d places left: want the idle threads of both workers",
+			first.w, second.w, len(s.spare))
+	}
+	if first.queued != 100 || second.queued != 100 {
+		t.Fatalf("requests sent to idle threads hold %d and %d bytes of room, want 100: their frames are in the ring until taken",
+			first.queued, second.queued)
+	}
+	if first.w != a {
+		first, second = second, first
 	}
 	big := openNow(t, s, queueBudget-100) // the places are taken in the order they were given
 	if big.w != a || big.queued != queueBudget-100 {
@@ -103,6 +110,7 @@ func TestOpenPrefersIdleThreads(t *testing.T) {
 	if st := nextStream(t, got, "after the room was freed"); st.w != a || st.queued != queueBudget/2 {
 		t.Fatalf("after the room was freed: worker %p queued %d, want %p queued %d", st.w, st.queued, a, queueBudget/2)
 	}
+	b.finish(second.id) // b's thread is idle and its queue empty
 	if huge := openNow(t, s, 2*queueBudget); huge.w != b || huge.queued != queueBudget {
 		t.Fatal("a request bigger than the budget did not take the whole budget of an empty queue")
 	}
@@ -134,7 +142,7 @@ func TestRoomInTurn(t *testing.T) {
 	if _, err := w.acquireRoom(ctx, s.stopping, queueBudget); err == nil {
 		t.Fatal("room for the whole budget while requests hold some")
 	}
-	if len(w.roomWaiters) != 0 || w.queuedBytes != queueBudget/2+100 {
+	if len(w.roomWaiters) != 0 || w.queuedBytes != 10+queueBudget/2+100 {
 		t.Fatalf("after a give-up: %d waiters, %d bytes held", len(w.roomWaiters), w.queuedBytes)
 	}
 }
@@ -154,8 +162,8 @@ func TestRequeueWithholdsTokens(t *testing.T) {
 		t.Fatalf("event %v for a stream handed back, want EventRequeue", e.Kind)
 	}
 	noOpen(t, s, 10) // withheld while the running stream holds every thread
-	if n := w.queuedBytes; n != 0 {
-		t.Fatalf("%d bytes still reserved after the hand-back", n)
+	if n := w.queuedBytes; n != 10 {
+		t.Fatalf("%d bytes reserved after the hand-back, want the running request's 10", n)
 	}
 	w.finish(running.id)
 	for i := 0; i < 3; i++ {
@@ -178,8 +186,9 @@ func TestRequeueWithholdsTokens(t *testing.T) {
 		}
 	}
 	w2.requeue(q.id) // nothing left to finish: its token comes back now, its thread's first
-	if got := openNow(t, s2, 10); got.w != w2 || got.queued != 0 {
-		t.Fatalf("after a hand-back that left the worker without a stream: worker %p queued %d, want its idle thread", got.w, got.queued)
+	if got := openNow(t, s2, 10); got.w != w2 || len(s2.tokens) != 0 || len(s2.spare) != 1 {
+		t.Fatalf("after a hand-back that left the worker without a stream: worker %p, %d thread and %d place tokens left; want its idle thread taken",
+			got.w, len(s2.tokens), len(s2.spare))
 	}
 }
 
@@ -266,13 +275,13 @@ func TestLookAsksHeldUpWorker(t *testing.T) {
 func TestRoomGivenBackAtTake(t *testing.T) {
 	s := New(Config{Logger: slog.New(slog.DiscardHandler)})
 	w := fakeWorker(t, s, 1, 2)
-	openNow(t, s, 10) // the thread
+	openNow(t, s, 10).seq.Store(1) // the thread's, sent first
 	big := openNow(t, s, queueBudget-100)
 	big.seq.Store(2) // sent second
 	got := make(chan *Stream, 1)
 	openLater(t, s, got, queueBudget/2)
 	stillWaiting(t, got, "a request over the queue budget")
-	w.taken.Store(2) // a thread took the big one: it runs on, but its frame is read
+	w.taken.Store(2) // the threads took both: they run on, but their frames are read
 	w.releaseTaken() // what the recaller's look and every END do
 	if st := nextStream(t, got, "room after the take"); st.w != w || st.queued != queueBudget/2 {
 		t.Fatalf("room after the take: worker %p queued %d", st.w, st.queued)
@@ -287,7 +296,7 @@ func TestRoomGivenBackAtTake(t *testing.T) {
 func TestRoomTurnedAway(t *testing.T) {
 	s := New(Config{Logger: slog.New(slog.DiscardHandler)})
 	a := fakeWorker(t, s, 1, 1)
-	openNow(t, s, 10)           // a's thread
+	openNow(t, s, 0)            // a's thread
 	openNow(t, s, queueBudget)  // a's place, all of its budget
 	s.spare <- a                // a second place of a's, ahead of b's
 	b := fakeWorker(t, s, 0, 1) // b: one place
@@ -300,5 +309,23 @@ func TestRoomTurnedAway(t *testing.T) {
 	a.closeRoom() // what retire does
 	if st := nextStream(t, got, "turned away"); st.w != b {
 		t.Fatalf("turned away, the request went to %p, want the other worker", st.w)
+	}
+}
+
+// TestThreadRequestsHoldRoom: a request sent to an idle thread holds room in its worker's
+// queue budget until a thread takes it, like a queued one: the ring holds both. A request
+// for the next idle thread waits for that room.
+func TestThreadRequestsHoldRoom(t *testing.T) {
+	s := New(Config{Logger: slog.New(slog.DiscardHandler)})
+	w := fakeWorker(t, s, 2, 0)
+	first := openNow(t, s, queueBudget-100)
+	first.seq.Store(1)
+	got := make(chan *Stream, 1)
+	openLater(t, s, got, 200)
+	stillWaiting(t, got, "an idle thread's request while the ring holds the first untaken")
+	w.taken.Store(1)
+	w.releaseTaken()
+	if st := nextStream(t, got, "room after the take"); st.w != w || st.queued != 200 || w.queuedBytes != 200 {
+		t.Fatalf("room after the take: worker %p queued %d, %d bytes held", st.w, st.queued, w.queuedBytes)
 	}
 }

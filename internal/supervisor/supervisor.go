@@ -211,9 +211,9 @@ func (s *Supervisor) replace(w *workerConn, reason string) {
 
 // Open waits for a free Python thread, or a place in a worker's queue when no thread is
 // idle, and returns a new stream on it, for a request of size bytes (the environ and body
-// sent with it). A request that takes a place waits, if it must, until the bytes queued in
-// that worker leave room for it (queueBudget), in turn; turned away by a worker retired or
-// lost, it takes another. Waiting ends with ctx.
+// sent with it). It then waits, if it must, until the bytes of the requests no thread of
+// that worker took yet leave room for it (queueBudget), in turn; turned away by a worker
+// retired or lost, it takes another. Waiting ends with ctx.
 func (s *Supervisor) Open(ctx context.Context, size int) (*Stream, error) {
 	for {
 		var w *workerConn
@@ -231,19 +231,19 @@ func (s *Supervisor) Open(ctx context.Context, size int) (*Stream, error) {
 				return nil, ErrStopped
 			}
 		}
-		held := 0
-		if queued {
-			var err error
-			held, err = w.acquireRoom(ctx, s.stopping, size)
-			if errors.Is(err, errNoRoom) {
-				continue // a token of a worker that died or retired: drop it
-			}
-			if err != nil {
-				if ctx.Err() != nil {
+		held, err := w.acquireRoom(ctx, s.stopping, size)
+		if errors.Is(err, errNoRoom) {
+			continue // a token of a worker that died or retired: drop it
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				if queued {
 					s.spare <- w
+				} else {
+					s.tokens <- w
 				}
-				return nil, err
 			}
+			return nil, err
 		}
 		if st := w.open(held); st != nil {
 			if held > 0 {
