@@ -46,7 +46,7 @@ type Stream struct {
 	w  *workerConn
 
 	seq    atomic.Uint64 // 1 + how many requests went to the worker before this one; 0: not sent
-	queued int           // opened on a place in the worker's queue: the bytes it took of its budget
+	queued int           // the bytes it holds of its worker's queue budget (queueBudget) until taken
 
 	// refs counts the stream's holders: the worker's table of streams, which lets go in
 	// finish, requeue or lost, and the caller, in Release. The last one puts the stream back
