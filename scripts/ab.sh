@@ -7,7 +7,7 @@
 # starts is stopped by PID, also on Ctrl-C.
 #
 # Settings: APPS (default "hello echo flaskjson stream"), EXTRA (more gowsgi flags),
-# DURATION (wrk seconds, default 4).
+# DURATION (wrk seconds, default 4), BODY_KIB (the echo app's POST body, default 16).
 set -euo pipefail
 A=${1:?usage: scripts/ab.sh BINARY_A BINARY_B [PAIRS]}
 B=${2:?usage: scripts/ab.sh BINARY_A BINARY_B [PAIRS]}
@@ -24,10 +24,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-cat > "$TMP/echo.lua" <<'EOF'
+cat > "$TMP/echo.lua" <<EOF
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/octet-stream"
-wrk.body = string.rep("0123456789abcdef", 1024)
+wrk.body = string.rep("0123456789abcdef", $((${BODY_KIB:-16} * 64)))
 EOF
 
 # ticks PID...: user+system clock ticks of the processes; switches PID...: their threads'
