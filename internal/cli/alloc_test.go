@@ -36,6 +36,9 @@ const frontAllocsBudget = 4
 // with a real worker, and counts the heap allocations of this process per request. The
 // clients reuse their buffers, so what is counted is the front's.
 func TestFrontAllocsPerRequest(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under the race detector (make test runs without it)")
+	}
 	exe := testenv.BuildBinary(t)
 	dir := filepath.Join(testenv.RepoRoot(t), "examples", "hello")
 	wjson, err := json.Marshal(workerOptions{App: wsgi.AppSpec{Module: "app", Attr: "application"},
