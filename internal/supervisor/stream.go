@@ -55,8 +55,9 @@ type Stream struct {
 	// for about 2 ms while the workers' responses waited.
 	refs atomic.Int32
 
-	// The worker's reader alone uses the fields that follow, for the response head: they keep
-	// its bytes and fields from one request to the next.
+	// The worker's reader alone uses the fields that follow, for the response head, until the
+	// last holder's unref resets them (after the reader's own unref, by the order of refs):
+	// they keep the head's bytes and fields from one request to the next.
 	head     []byte
 	fields   []frame.HeadField
 	headSeen bool // a head came for this request: a second one gets buffers of its own
