@@ -7,7 +7,8 @@
 #
 # Build against another CPython with e.g. `make PYTHON_PKG=python-3.12-embed build`.
 # The cgo preamble in internal/pybridge runs pkg-config for python3-embed, so a
-# plain `go build ./...` works too; see PKG_CONFIG below for other Pythons.
+# plain `go build ./...` works too (linking the shared libpython); see PKG_CONFIG below.
+# `make PYTHON_LINK=shared` links the shared libpython where a static one exists too.
 
 SHELL := /bin/bash
 GO ?= go
@@ -17,10 +18,25 @@ FUZZTIME ?= 5s
 TEST_TIMEOUT ?= 15m
 BIN := bin/gowsgi
 
+PYTHON_LINK ?= static
+
 export CGO_ENABLED := 1
 # pybridge's cgo preamble asks pkg-config for python3-embed. To build against another
 # Python, PKG_CONFIG points at a wrapper that answers for $(PYTHON_PKG) instead.
-ifneq ($(PYTHON_PKG),python3-embed)
+#
+# Where that Python has a static libpython (libpythonX.Y.a), it is linked into the binary:
+# the pystatic tag makes pybridge ask for python3-embed-static, which the wrapper answers
+# with scripts/python-static-libs (10-20 % less CPU in the app's Python code; see
+# docs/benchmarks.md). Go checks the flags pkg-config gives; --whole-archive must be allowed.
+# Every go command inherits this through the environment, `go build`s run by tests too.
+ifeq ($(PYTHON_LINK),static)
+PYTHON_STATIC := $(shell PYTHON_PKG=$(PYTHON_PKG) scripts/python-static-libs >/dev/null 2>&1 && echo yes)
+endif
+ifeq ($(PYTHON_STATIC),yes)
+export PKG_CONFIG := $(CURDIR)/scripts/pkg-config-python
+export GOFLAGS := $(strip $(GOFLAGS) -tags=pystatic)
+export CGO_LDFLAGS_ALLOW := -Wl,--(no-)?whole-archive
+else ifneq ($(PYTHON_PKG),python3-embed)
 export PKG_CONFIG := $(CURDIR)/scripts/pkg-config-python
 endif
 export PYTHON_PKG GOWSGI_PYTHON
@@ -83,6 +99,7 @@ _check-python:
 env:
 	@echo "PYTHON_PKG=$(PYTHON_PKG)"
 	@echo "PKG_CONFIG=$$PKG_CONFIG"
+	@echo "libpython: $(if $(PYTHON_STATIC),static (GOFLAGS=$$GOFLAGS),shared)"
 	@echo "cflags: $$($${PKG_CONFIG:-pkg-config} --cflags python3-embed)"
-	@echo "libs:   $$($${PKG_CONFIG:-pkg-config} --libs python3-embed)"
+	@echo "libs:   $$($${PKG_CONFIG:-pkg-config} --libs python3-embed$(if $(PYTHON_STATIC),-static))"
 	@echo "GOWSGI_PYTHON=$$GOWSGI_PYTHON"

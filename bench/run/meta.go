@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"runtime"
@@ -97,7 +98,7 @@ func collectMeta(h *harness) Meta {
 	m.Versions = map[string]string{
 		"go":              runtime.Version(),
 		"python":          strings.TrimPrefix(cmdOut("", py, "--version"), "Python "),
-		"python_embedded": cmdOut("", "pkg-config", "--modversion", "python3-embed"),
+		"python_embedded": cmdOut("", "pkg-config", "--modversion", "python3-embed") + libpythonLink(h.env.Gowsgi),
 		"gowsgi":          cmdOut("", h.env.Gowsgi, "--version"),
 		"gunicorn":        pyVer("gunicorn"),
 		"gevent":          pyVer("gevent"),
@@ -148,4 +149,28 @@ func quoteArgs(argv []string) []string {
 		out[i] = a
 	}
 	return out
+}
+
+// libpythonLink says how the gowsgi binary at path has libpython: ", shared libpython" when
+// it names one among the libraries it needs, ", static libpython" when it defines the C API
+// itself (see README: the Makefile links the static library where one exists), else "".
+func libpythonLink(path string) string {
+	f, err := elf.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	libs, _ := f.ImportedLibraries() // none: a static binary
+	for _, l := range libs {
+		if strings.HasPrefix(l, "libpython") {
+			return ", shared libpython"
+		}
+	}
+	syms, _ := f.DynamicSymbols()
+	for _, s := range syms {
+		if s.Name == "Py_InitializeFromConfig" && s.Section != elf.SHN_UNDEF {
+			return ", static libpython"
+		}
+	}
+	return ""
 }

@@ -3,9 +3,29 @@ package main
 import (
 	"encoding/json"
 	"math"
+	"os"
 	"strings"
 	"testing"
+
+	"gowsgi/internal/testenv"
 )
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// TestLibpythonLink checks what the report says of the gowsgi binary go build makes here:
+// static libpython under the Makefile's pystatic tag (GOFLAGS), shared without it.
+func TestLibpythonLink(t *testing.T) {
+	want := ", shared libpython"
+	if strings.Contains(os.Getenv("GOFLAGS"), "pystatic") {
+		want = ", static libpython"
+	}
+	if got := libpythonLink(testenv.BuildBinary(t)); got != want {
+		t.Errorf("gowsgi: %q, want %q", got, want)
+	}
+	if got := libpythonLink(os.Args[0]); got != "" {
+		t.Errorf("a binary without Python: %q", got)
+	}
+}
 
 const wrkSample = `Running 3s test @ http://127.0.0.1:18082/
   1 threads and 64 connections

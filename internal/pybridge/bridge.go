@@ -7,7 +7,6 @@ package pybridge
 
 /*
 #cgo CFLAGS: -Wall -Werror -O2
-#cgo pkg-config: python3-embed
 #cgo noescape gw_call
 #cgo nocallback gw_call
 #cgo nocallback gw_next

@@ -2,6 +2,7 @@ package pybridge
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -303,4 +304,23 @@ func BenchmarkCall(b *testing.B) {
 		}
 	}()
 	<-done
+}
+
+// TestExtensionModules imports every extension module of the standard library's lib-dynload:
+// they find the C API in the binary that embeds Python, which a static libpython must export
+// whole (scripts/python-static-libs: --whole-archive, --export-dynamic).
+func TestExtensionModules(t *testing.T) {
+	onThread(t, func(th *Thread) {
+		r := call(th, "/extensions", "")
+		th.Close()
+		lines := strings.Split(string(r.Data), "\n")
+		var n int
+		if _, err := fmt.Sscanf(lines[0], "%d imported", &n); err != nil || n < 10 {
+			t.Fatalf("imported too few extension modules to tell: %q", r.Data)
+		}
+		for _, l := range lines[1:] {
+			t.Errorf("extension module: %s", l)
+		}
+		t.Logf("%d extension modules imported", n)
+	})
 }

@@ -6,6 +6,27 @@ _BIG = b"B" * 100000
 _kept = []
 
 
+def _import_extensions():
+    """Imports every extension module of the standard library's lib-dynload, which find
+    the C API in the embedding binary: "N imported" and the modules that could not find a
+    symbol, one per line."""
+    import importlib
+    import os
+    import _json
+    lines, imported = [], 0
+    for name in sorted(os.listdir(os.path.dirname(_json.__file__))):
+        mod = name.split(".", 1)[0]
+        if not name.endswith(".so") or mod == "readline":  # readline would set up the terminal
+            continue
+        try:
+            importlib.import_module(mod)
+            imported += 1
+        except ImportError as e:
+            if "symbol" in str(e):
+                lines.append("%s: %s" % (mod, e))
+    return "\n".join(["%d imported" % imported] + lines)
+
+
 class _Closing(list):
     """A list subclass with close(): the server must call it."""
     closed = 0
@@ -84,6 +105,9 @@ def application(environ, start_response):
         _kept.extend((environ["HTTP_COOKIE"], environ["HTTP_X_PLAIN"]))
         start_response("200 OK", [])
         return [("%d %d" % (id(_kept[-2]), id(_kept[-1]))).encode()]
+    if path == "/extensions":
+        start_response("200 OK", [])
+        return [_import_extensions().encode()]
     if path == "/notbytes":
         start_response("200 OK", [])
         return ["text"]
