@@ -26,7 +26,7 @@ export CGO_ENABLED := 1
 #
 # Where that Python has a static libpython (libpythonX.Y.a), it is linked into the binary:
 # the pystatic tag makes pybridge ask for python3-embed-static, which the wrapper answers
-# with scripts/python-static-libs (10-20 % less CPU in the app's Python code; see
+# with scripts/python-static-libs (12-20 % less CPU per Flask request in the workers; see
 # docs/benchmarks.md). Go checks the flags pkg-config gives; --whole-archive must be allowed.
 # Every go command inherits this through the environment, `go build`s run by tests too.
 ifeq ($(PYTHON_LINK),static)
