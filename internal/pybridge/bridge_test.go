@@ -306,9 +306,10 @@ func BenchmarkCall(b *testing.B) {
 	<-done
 }
 
-// TestExtensionModules imports every extension module of the standard library's lib-dynload:
-// they find the C API in the binary that embeds Python, which a static libpython must export
-// whole (scripts/python-static-libs: --whole-archive, --export-dynamic).
+// TestExtensionModules imports every extension module of the standard library's lib-dynload
+// and calls the C API through ctypes.pythonapi: both find it in the binary that embeds
+// Python, which a static libpython must export whole (scripts/python-static-libs:
+// --whole-archive, --export-dynamic).
 func TestExtensionModules(t *testing.T) {
 	onThread(t, func(th *Thread) {
 		r := call(th, "/extensions", "")

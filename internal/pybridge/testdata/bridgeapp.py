@@ -8,8 +8,8 @@ _kept = []
 
 def _import_extensions():
     """Imports every extension module of the standard library's lib-dynload, which find
-    the C API in the embedding binary: "N imported" and the modules that could not find a
-    symbol, one per line."""
+    the C API in the embedding binary, and calls it through ctypes.pythonapi: "N imported"
+    and what could not find a symbol, one per line."""
     import importlib
     import os
     import _json
@@ -24,6 +24,11 @@ def _import_extensions():
         except ImportError as e:
             if "symbol" in str(e):
                 lines.append("%s: %s" % (mod, e))
+    # ctypes.pythonapi looks the C API up in the program itself (dlopen(NULL)): apps use it,
+    # e.g. PyThreadState_SetAsyncExc to stop a thread.
+    import ctypes
+    if ctypes.pythonapi.Py_IsInitialized() != 1:
+        lines.append("ctypes.pythonapi: Py_IsInitialized() is not 1")
     return "\n".join(["%d imported" % imported] + lines)
 
 
