@@ -41,6 +41,13 @@ export PKG_CONFIG := $(CURDIR)/scripts/pkg-config-python
 endif
 export PYTHON_PKG GOWSGI_PYTHON
 
+# Go's build cache does not look at what pkg-config answers, so a build for another Python, or
+# after the Python was upgraded, would reuse a pybridge compiled and linked for the last one.
+# A define naming what it answers keeps them apart (scripts/python-build-id).
+PYTHON_MODULE := python3-embed$(if $(PYTHON_STATIC),-static)
+PYTHON_BUILD_ID := $(shell PKG_CONFIG=$(PKG_CONFIG) PYTHON_PKG=$(PYTHON_PKG) scripts/python-build-id $(PYTHON_MODULE))
+export CGO_CPPFLAGS := $(strip $(CGO_CPPFLAGS) -DGOWSGI_PYTHON_BUILD=$(PYTHON_BUILD_ID))
+
 SUBMAKE = $(MAKE) --no-print-directory
 
 .PHONY: all deps build run test fuzz bench bench-hop clean _build _run _test _fuzz _check-python
@@ -103,3 +110,4 @@ env:
 	@echo "cflags: $$($${PKG_CONFIG:-pkg-config} --cflags python3-embed)"
 	@echo "libs:   $$($${PKG_CONFIG:-pkg-config} --libs python3-embed$(if $(PYTHON_STATIC),-static))"
 	@echo "GOWSGI_PYTHON=$$GOWSGI_PYTHON"
+	@echo "CGO_CPPFLAGS=$$CGO_CPPFLAGS"
