@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -41,9 +42,10 @@ type Writer struct {
 	closed  bool
 
 	// Flusher mode only.
-	wake chan struct{} // a send is pending; never closed, so late senders cannot panic
-	quit chan struct{} // closed by Close
-	done chan struct{}
+	wake    chan struct{} // a send is pending; never closed, so late senders cannot panic
+	quit    chan struct{} // closed by Close
+	done    chan struct{}
+	unwoken atomic.Bool // SendTail wrote into the ring; the flusher wakes its reader
 }
 
 // NewRingFlusher returns a Writer whose flusher writes the frames into r and wakes its reader;
@@ -147,6 +149,72 @@ func (w *Writer) SendData(fn func(dst []byte) []byte, stream uint32, data []byte
 		return err
 	}
 	return w.writeInOrder(func() error { return w.appendData(fn, stream, data, end) })
+}
+
+// SendTail sends the frame fn appends followed by tail, which that frame's header counts, in
+// order with the other sends; fn runs once the frame's place among them is settled, as
+// SendFunc's does. A flusher Writer copies a big tail from the caller's memory into the ring
+// itself, after what was sent before: through the pending buffer a request's 16 KiB body was
+// copied twice, and the first copy was 4 % of the front's CPU under echo load (perf). The
+// flusher still wakes the reader, once for all that piled up.
+func (w *Writer) SendTail(fn func(dst []byte) []byte, tail []byte) error {
+	if w.direct() || len(tail) < bigData {
+		return w.SendFunc(func(dst []byte) []byte { return append(fn(dst), tail...) })
+	}
+	w.wmu.Lock()
+	err := w.writeTail(fn, tail)
+	w.wmu.Unlock()
+	select {
+	case w.wake <- struct{}{}: // frames sent meanwhile, and the reader's wake-up
+	default:
+	}
+	return err
+}
+
+// writeTail is SendTail's write into the ring; w.wmu must be held.
+func (w *Writer) writeTail(fn func(dst []byte) []byte, tail []byte) error {
+	for {
+		if err := w.flushLocked(); err != nil {
+			return err
+		}
+		w.mu.Lock()
+		if err := w.refused(); err != nil {
+			w.mu.Unlock()
+			return err
+		}
+		if len(w.pending) == 0 {
+			// What was sent before is in the ring, and what is sent from here on waits for
+			// wmu: the frame's place is here.
+			w.scratch = fn(w.scratch[:0])
+			w.mu.Unlock()
+			break
+		}
+		w.mu.Unlock() // another sender appended after the flush
+	}
+	err := w.ring.Append(w.scratch)
+	if err == nil {
+		err = w.ring.Append(tail)
+	}
+	if w.ring.Buffered() > len(w.ring.data)/2 {
+		// Waiting for the batch only holds back writers that need the room the reader
+		// makes: 64 KiB bodies, three of which fill the budget of the ring to a worker,
+		// went 8 % slower with the wake-up left to the flusher.
+		w.ring.Wake()
+	} else {
+		w.unwoken.Store(true)
+	}
+	if err != nil {
+		err = fmt.Errorf("write frames: %w", err)
+		w.fail(err)
+	}
+	return err
+}
+
+// wakeAfterTail wakes the ring's reader for what SendTail wrote, if it has not been woken.
+func (w *Writer) wakeAfterTail() {
+	if w.unwoken.Swap(false) {
+		w.ring.Wake()
+	}
 }
 
 // writeInOrder runs write under wmu, after what is pending (sent before), and then writes
@@ -295,6 +363,7 @@ func (w *Writer) flushLoop() {
 			w.wmu.Lock()
 			_ = w.flushLocked() // the error is kept in w.err for Err
 			w.wmu.Unlock()
+			w.wakeAfterTail()
 			return
 		}
 		// Let senders that are runnable append before the write, so that one write carries
@@ -303,6 +372,7 @@ func (w *Writer) flushLoop() {
 		w.wmu.Lock()
 		err := w.flushLocked()
 		w.wmu.Unlock()
+		w.wakeAfterTail()
 		if err != nil {
 			return
 		}

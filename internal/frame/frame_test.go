@@ -131,6 +131,70 @@ func TestRingFlusher(t *testing.T) {
 	}
 }
 
+// TestRingFlusherTail: frames sent with SendTail, whose big tails the sender copies into the
+// ring itself, keep their place among those the flusher writes, in the order their fn ran (the
+// front numbers its requests there, and the worker's count of taken requests relies on it),
+// and the reader is woken for them.
+func TestRingFlusherTail(t *testing.T) {
+	front, worker := newRingPairTo(t, 64<<10, true) // small: senders wait for room
+	w := NewRingFlusher(front)
+	const senders, each = 8, 300
+	var mu sync.Mutex // guards seq, as the front's sent counter is guarded by the Writer's order
+	seq := 0
+	numbered := func(dst []byte, g, tail int) []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		dst = AppendHeader(dst, Data, 0, uint32(g), 4+tail)
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(seq))
+		seq++
+		return dst
+	}
+	got := make(chan error, 1)
+	go func() {
+		br := bufio.NewReader(worker)
+		fr := NewReader(br)
+		var failed error
+		for n := 0; n < senders*each+1; n++ {
+			f, err := fr.Next()
+			if err != nil {
+				got <- fmt.Errorf("frame %d: %w", n, err)
+				_, _ = io.Copy(io.Discard, br) // let the senders finish
+				return
+			}
+			i := int(binary.LittleEndian.Uint32(f.Payload))
+			tail := f.Payload[4:]
+			switch {
+			case failed != nil: // read on, so that the senders finish
+			case i != n:
+				failed = fmt.Errorf("frame %d arrived as the %dth", i, n)
+			case len(tail) > 0 && !bytes.Equal(tail, bytes.Repeat([]byte{byte(f.Stream)}, len(tail))):
+				failed = fmt.Errorf("frame %d: its tail arrived garbled", i)
+			}
+		}
+		got <- failed
+	}()
+	sendConcurrently(t, senders, each, func(g, i int) error {
+		if i%3 == 0 {
+			return w.SendFunc(func(dst []byte) []byte { return numbered(dst, g, 0) })
+		}
+		tail := bytes.Repeat([]byte{byte(g)}, bigData+i*(i%2)) // big ones, and one below
+		if i%3 == 2 {
+			tail = tail[:bigData-1]
+		}
+		return w.SendTail(func(dst []byte) []byte { return numbered(dst, g, len(tail)) }, tail)
+	})
+	// A last one alone, when the reader has gone to sleep: only the flusher wakes it.
+	time.Sleep(50 * time.Millisecond)
+	tail := bytes.Repeat([]byte{1}, bigData)
+	if err := w.SendTail(func(dst []byte) []byte { return numbered(dst, 1, len(tail)) }, tail); err != nil {
+		t.Fatal(err)
+	}
+	waitInOrder(t, got) // before Close, which would wake the reader anyway
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRingWriterConcurrent: a worker's Writer loses and reorders nothing when many threads
 // send at once through a small ring, interleaved with descriptors, and each File frame finds
 // its descriptor come through the socket, as the front's readLoop expects (it takes the

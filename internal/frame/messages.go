@@ -10,14 +10,19 @@ var errShort = errors.New("truncated")
 
 // AppendRequest appends a Request frame carrying the packed environ and the first body bytes.
 func AppendRequest(dst []byte, stream uint32, environ, body []byte, bodyEnd bool) []byte {
+	return append(AppendRequestHead(dst, stream, environ, len(body), bodyEnd), body...)
+}
+
+// AppendRequestHead appends a Request frame up to its body of bodyLen bytes, which the caller
+// sends right after it (Writer.SendTail).
+func AppendRequestHead(dst []byte, stream uint32, environ []byte, bodyLen int, bodyEnd bool) []byte {
 	var flags uint8
 	if bodyEnd {
 		flags = FlagEnd
 	}
-	dst = AppendHeader(dst, Request, flags, stream, 4+len(environ)+len(body))
+	dst = AppendHeader(dst, Request, flags, stream, 4+len(environ)+bodyLen)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(environ)))
-	dst = append(dst, environ...)
-	return append(dst, body...)
+	return append(dst, environ...)
 }
 
 // ParseRequest splits a Request payload into the packed environ and the first body bytes.

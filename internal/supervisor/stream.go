@@ -341,12 +341,12 @@ func (st *Stream) Pending() bool {
 
 // SendRequest sends the request: the packed environ and the first body bytes.
 func (st *Stream) SendRequest(environ, body []byte, bodyEnd bool) error {
-	err := st.w.out.SendFunc(func(dst []byte) []byte {
+	err := st.w.out.SendTail(func(dst []byte) []byte {
 		// The worker's threads take requests in the order they are written, which is the
-		// order of these calls (SendFunc serialises them): seq is compared with its count.
+		// order of these calls (SendTail serialises them): seq is compared with its count.
 		st.seq.Store(st.w.sent.Add(1))
-		return frame.AppendRequest(dst, st.id, environ, body, bodyEnd)
-	})
+		return frame.AppendRequestHead(dst, st.id, environ, len(body), bodyEnd)
+	}, body)
 	// After sent counts it, for the look to see it. Not only for a place in the queue: a
 	// request sent to a thread the front saw free may still queue behind one that is not.
 	st.w.sup.watchQueues()
