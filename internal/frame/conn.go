@@ -32,7 +32,7 @@ type Writer struct {
 	// wmu serialises writes, so a frame sent with a descriptor cannot overtake frames
 	// appended before it; it guards scratch.
 	wmu     sync.Mutex
-	scratch []byte // SendData's frames ahead of its data
+	scratch []byte // the frames SendData and SendTail write ahead of their data
 
 	// mu guards the fields that follow.
 	mu      sync.Mutex
