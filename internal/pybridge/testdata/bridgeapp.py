@@ -12,9 +12,9 @@ def _import_extensions():
     and what could not find a symbol, one per line."""
     import importlib
     import os
-    import _json
     lines, imported = [], 0
-    for name in sorted(os.listdir(os.path.dirname(_json.__file__))):
+    names = [n for d in sys.path if d.endswith("lib-dynload") for n in sorted(os.listdir(d))]
+    for name in names:
         mod = name.split(".", 1)[0]
         if not name.endswith(".so") or mod == "readline":  # readline would set up the terminal
             continue
