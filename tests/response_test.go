@@ -518,6 +518,46 @@ func TestBigChunksFraming(t *testing.T) {
 	}
 }
 
+// TestSharedChunksHeldUp: clients that stop reading keep the shared buffers their finished
+// responses sit in, and a thread waits for a free buffer only so long: then its chunks take
+// the ring, and another client's response arrives whole and in order instead of waiting on
+// theirs. With one thread the worker has 8 buffers; each stalled client (a tiny receive
+// buffer) leaves about half of its 512 KiB response in them.
+func TestSharedChunksHeldUp(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t, "--threads", "1")
+	small := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		_ = rc.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return err
+	}}
+	for range 4 {
+		l, err := small.Dial("tcp", s.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		write(t, l, headRequest("GET", "/big?vary=1&kb=512"))
+	}
+	time.Sleep(300 * time.Millisecond) // the thread produces their bodies, which stall
+
+	c := dial(t, s)
+	br := bufio.NewReader(c)
+	start := time.Now()
+	write(t, c, headRequest("GET", "/big?vary=1&mb=2"))
+	resp, body := readResponse(t, br, "GET")
+	wantStatus(t, resp, body, 200)
+	if len(body) != 2<<20 {
+		t.Fatalf("%d bytes, want %d", len(body), 2<<20)
+	}
+	for i := 0; i < len(body); i += 64 << 10 {
+		if want := byte(i >> 16); bytes.Count(body[i:i+64<<10], []byte{want}) != 64<<10 {
+			t.Fatalf("chunk %d is not 64 KiB of %d", i>>16, want)
+		}
+	}
+	t.Logf("2 MiB beside 4 stalled clients in %v", time.Since(start))
+}
+
 // TestSharedChunks streams distinct 64 KiB chunks, which travel from the worker to the front
 // in shared memory: every byte must arrive in order, including while clients leave mid-stream,
 // a worker dies mid-stream and a reload retires a worker mid-stream. Every buffer lent to a connection must come back: the front

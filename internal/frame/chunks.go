@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -20,18 +22,26 @@ import (
 // docs/benchmarks.md).
 //
 // Buffer states live in the shared memory: the worker claims a free buffer with a
-// compare-and-swap, the front frees it with a store once the bytes are written. Nothing ever
-// waits for a buffer: a worker that finds none free sends the chunk through the socket, so
-// the buffers speed streams up but never hold one back.
+// compare-and-swap, the front frees it with a store once the bytes are written. The worker's
+// threads share all the buffers. A thread that finds none free may wait a bounded time for
+// one (ClaimWait), on a futex word in the shared memory that the front wakes when it frees a
+// buffer while someone waits; past that time, the chunk goes through the ring. Producers
+// outrun a socket, so every buffer is in use under a streaming load: without the wait, a
+// thread that started a response while the last one's tail still held the buffers sent its
+// chunks through the ring, which then filled, and the threads queued on its writer (pinned
+// 1 MiB stream: 13-21 % of chunks; see docs/benchmarks.md).
 //
 // The front keeps the mapping until the worker is gone and every buffer it lent to a
 // connection is back: a connection may still be writing from one when the worker dies.
 type SharedChunks struct {
 	mem   []byte
 	state []atomic.Uint32 // per buffer: 0 free, 1 claimed by the worker
-	data  []byte
-	count int
-	size  int
+	// waiting is 1 while a worker thread may sleep in ClaimWait: the futex word the front
+	// clears and wakes on when it frees a buffer.
+	waiting *atomic.Uint32
+	data    []byte
+	count   int
+	size    int
 
 	// Front side only.
 	lent []atomic.Bool // buffers named by a DataShared frame and not yet freed
@@ -39,9 +49,12 @@ type SharedChunks struct {
 	once sync.Once
 }
 
-// Layout: u32 count and u32 size, the states from chunksStates, the buffers from the next
-// page boundary.
-const chunksStates = 64
+// Layout: u32 count and u32 size, the u32 futex word at chunksWaiting, the states from
+// chunksStates, the buffers from the next page boundary.
+const (
+	chunksWaiting = 8
+	chunksStates  = 64
+)
 
 // NewSharedChunks creates count buffers of size bytes and returns them with the file to pass
 // to the worker (see MapSharedChunks); the caller closes the file once the worker has it.
@@ -106,6 +119,7 @@ func mapChunks(fd, total int) (*SharedChunks, error) {
 
 func (c *SharedChunks) setLayout(count, size int) {
 	c.count, c.size = count, size
+	c.waiting = (*atomic.Uint32)(unsafe.Pointer(&c.mem[chunksWaiting]))
 	c.state = unsafe.Slice((*atomic.Uint32)(unsafe.Pointer(&c.mem[chunksStates])), count)
 	c.data = c.mem[chunksDataOffset(count):]
 }
@@ -116,15 +130,42 @@ func (c *SharedChunks) Count() int { return c.count }
 // Size returns the bytes each buffer holds.
 func (c *SharedChunks) Size() int { return c.size }
 
-// Claim (worker) claims a free buffer among [lo, hi) and returns its index, or -1 when all of
-// them are in use. A thread claims only from its own range, so threads do not contend.
-func (c *SharedChunks) Claim(lo, hi int) int {
-	for i := max(lo, 0); i < min(hi, c.count); i++ {
+// Claim (worker) claims a free buffer and returns its index, or -1 when all of them are in
+// use. The lowest free one is taken: under a light load the same few buffers serve every
+// chunk, and stay in the caches and out of the resident set.
+func (c *SharedChunks) Claim() int {
+	for i := range c.state {
 		if c.state[i].Load() == 0 && c.state[i].CompareAndSwap(0, 1) {
 			return i
 		}
 	}
 	return -1
+}
+
+// ClaimWait (worker) claims a free buffer like Claim, waiting up to d for the front to free
+// one; -1 means none was freed in time.
+func (c *SharedChunks) ClaimWait(d time.Duration) int {
+	deadline := time.Now().Add(d)
+	for {
+		// The flag is raised before the states are read, and the front frees before it
+		// reads the flag: one of the two sees the other, so no free goes unnoticed.
+		c.waiting.Store(1)
+		if i := c.Claim(); i >= 0 {
+			return i
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return -1
+		}
+		futexWait(c.waiting, 1, left)
+	}
+}
+
+// wake wakes the threads waiting in ClaimWait, if any, after a buffer was freed.
+func (c *SharedChunks) wake() {
+	if c.waiting.Load() != 0 && c.waiting.CompareAndSwap(1, 0) {
+		futexWake(c.waiting)
+	}
 }
 
 // Buffer (worker) returns buffer i to fill.
@@ -135,6 +176,7 @@ func (c *SharedChunks) Buffer(i int) []byte {
 // Release (worker) gives back a buffer it claimed and will not name in a frame after all.
 func (c *SharedChunks) Release(i int) {
 	c.state[i].Store(0)
+	c.wake()
 }
 
 // Lend (front) returns the first n bytes of buffer i, which a DataShared frame named; they
@@ -159,6 +201,7 @@ func (c *SharedChunks) Free(i int) {
 		return
 	}
 	c.state[i].Store(0)
+	c.wake()
 	c.unref()
 }
 
@@ -172,4 +215,23 @@ func (c *SharedChunks) unref() {
 	if c.refs.Add(-1) == 0 {
 		_ = syscall.Munmap(c.mem) // nothing can use it any more; it cannot fail on a mapping of ours
 	}
+}
+
+// The futex calls are not private: the word is in memory another process maps.
+const (
+	futexWaitOp = 0 // FUTEX_WAIT
+	futexWakeOp = 1 // FUTEX_WAKE
+)
+
+// futexWait sleeps while *w == v, at most d (or until a wake, or a signal).
+func futexWait(w *atomic.Uint32, v uint32, d time.Duration) {
+	ts := syscall.NsecToTimespec(int64(d))
+	_, _, _ = syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWaitOp, uintptr(v),
+		uintptr(unsafe.Pointer(&ts)), 0, 0) // every outcome sends the caller back to its check
+}
+
+// futexWake wakes every sleeper on w.
+func futexWake(w *atomic.Uint32) {
+	_, _, _ = syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWakeOp, uintptr(math.MaxInt32),
+		0, 0, 0) // it cannot fail on a mapped, aligned word
 }

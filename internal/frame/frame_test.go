@@ -490,13 +490,16 @@ func TestSharedChunks(t *testing.T) {
 	if worker.Count() != 4 || worker.Size() != 1000 {
 		t.Fatalf("worker sees %d buffers of %d bytes, want 4 of 1000", worker.Count(), worker.Size())
 	}
-	// A thread claims from its own range only, until it is exhausted.
-	a, b := worker.Claim(2, 4), worker.Claim(2, 4)
-	if a != 2 || b != 3 || worker.Claim(2, 4) != -1 {
-		t.Fatalf("claims in [2,4): %d, %d, then a third", a, b)
+	// The lowest free buffer first, until all are taken.
+	if z, y := worker.Claim(), worker.Claim(); z != 0 || y != 1 {
+		t.Fatalf("first claims: %d, %d; want 0, 1", z, y)
+	}
+	a, b := worker.Claim(), worker.Claim()
+	if a != 2 || b != 3 || worker.Claim() != -1 {
+		t.Fatalf("claims: %d, %d, then a fifth", a, b)
 	}
 	worker.Release(b) // claimed, never named in a frame
-	if got := worker.Claim(2, 4); got != b {
+	if got := worker.Claim(); got != b {
 		t.Fatalf("after Release(%d) the worker claims %d", b, got)
 	}
 	copy(worker.Buffer(a), "hello")
@@ -513,7 +516,7 @@ func TestSharedChunks(t *testing.T) {
 		}
 	}
 	front.Free(a)
-	if got := worker.Claim(2, 4); got != a {
+	if got := worker.Claim(); got != a {
 		t.Fatalf("after Free(%d) the worker claims %d", a, got)
 	}
 	// The front's mapping outlives Close while a buffer is lent.
@@ -552,6 +555,99 @@ func TestSharedChunks(t *testing.T) {
 	if _, err := MapSharedChunks(handOver(t, short)); err == nil {
 		t.Error("a file of 100 zero bytes mapped as shared chunks")
 	}
+}
+
+// A thread waiting for a buffer wakes when the front frees one or another thread releases
+// one, and not before; with none freed it gives up after its time. Many rounds with two
+// waiters check that no free goes unnoticed: a lost wake-up would show as a wait of seconds.
+func TestSharedChunksWait(t *testing.T) {
+	front, f, err := NewSharedChunks(2, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer front.Close()
+	worker, err := MapSharedChunks(handOver(t, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := worker.Claim(), worker.Claim()
+	if _, err := front.Lend(a, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	if got := worker.ClaimWait(30 * time.Millisecond); got != -1 {
+		t.Fatalf("ClaimWait with every buffer in use: %d", got)
+	}
+	if d := time.Since(start); d < 30*time.Millisecond {
+		t.Fatalf("ClaimWait gave up after %v, before its 30ms", d)
+	}
+
+	wait := func() (chan int, time.Time) {
+		got := make(chan int, 1)
+		go func() { got <- worker.ClaimWait(10 * time.Second) }()
+		time.Sleep(20 * time.Millisecond) // let it sleep
+		select {
+		case i := <-got:
+			t.Fatalf("ClaimWait returned %d with every buffer in use", i)
+		default:
+		}
+		return got, time.Now()
+	}
+	got, freed := wait()
+	front.Free(a)
+	if i := <-got; i != a || time.Since(freed) > 2*time.Second {
+		t.Fatalf("after Free(%d): claimed %d, %v later", a, i, time.Since(freed))
+	}
+	got, freed = wait()
+	worker.Release(b)
+	if i := <-got; i != b || time.Since(freed) > 2*time.Second {
+		t.Fatalf("after Release(%d): claimed %d, %v later", b, i, time.Since(freed))
+	}
+
+	// Both buffers are claimed again; two waiters and a front freeing what they fill.
+	if _, err := front.Lend(a, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := front.Lend(b, 1); err != nil {
+		t.Fatal(err)
+	}
+	filled := make(chan int, 2)
+	go func() { front.Free(a); front.Free(b) }()
+	const rounds = 2000
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			for range rounds {
+				start := time.Now()
+				i := worker.ClaimWait(10 * time.Second)
+				if d := time.Since(start); i < 0 || d > time.Second {
+					errs <- fmt.Errorf("ClaimWait: %d after %v", i, d)
+					return
+				}
+				filled <- i
+			}
+			errs <- nil
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 2 * rounds {
+			i := <-filled
+			if _, err := front.Lend(i, 1); err != nil {
+				t.Error(err)
+				return
+			}
+			front.Free(i)
+		}
+	}()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
 }
 
 func TestSharedFile(t *testing.T) {

@@ -73,8 +73,8 @@ type workerConn struct {
 // sharedChunks returns how many buffers of sharedChunkSize a worker with threads Python
 // threads gets: 8 per thread, the credit a stream starts with (512 KiB) in the chunk size apps
 // stream most, but no more than sharedMaxBuffers in all (and at least one per thread), so that
-// the many threads of an I/O-bound worker do not pin 64 KiB × 8 each. Chunks that do not fit,
-// or find every buffer of their thread in use, take the ring.
+// the many threads of an I/O-bound worker do not pin 64 KiB × 8 each. The worker's threads
+// share them all; a chunk that does not fit, or finds none free for a while, takes the ring.
 func sharedChunks(threads int) int {
 	return threads * max(1, min(8, sharedMaxBuffers/threads))
 }

@@ -30,8 +30,7 @@ type slot struct {
 
 	efd int // the thread sleeps on it while idle (runq)
 
-	chunkLo, chunkHi int // the thread's buffers in w.chunks
-	claimed          []claim
+	claimed []claim // share's: the shared buffers holding a chunk
 
 	// runq's, under its mu: when the thread took its request, and its calls' running average.
 	took, avgCall time.Duration
@@ -182,7 +181,7 @@ func (s *slot) stream(th *pybridge.Thread, t *task, res pybridge.Result) {
 		done := res.Kind == pybridge.Done
 		// One copy, from the Python bytes into shared buffers, or into the ring for what does
 		// not go there (see SendData); res.Data stays valid until the next call on th.
-		rest := s.share(res.Data)
+		rest := s.share(t, res.Data)
 		_ = s.w.out.SendData(func(dst []byte) []byte { // a dead front ends the reader
 			dst = append(dst, buf...)
 			for _, c := range s.claimed {
@@ -246,15 +245,40 @@ type claim struct{ i, n int }
 // to copy into the ring, and coalesce there with the frames around them.
 const sharedMin = 16 << 10
 
-// share copies the leading pieces of a big chunk into free shared buffers of the thread,
-// recording them in s.claimed, and returns the rest, which goes through the ring.
-func (s *slot) share(p []byte) []byte {
+// sharedWait bounds how long a chunk waits for a shared buffer before it takes the ring. The
+// front frees one every few tens of microseconds under a streaming load; a longer wait means
+// slow clients hold them all, and a response must not wait on other clients for long.
+const sharedWait = 2 * time.Millisecond
+
+// claimShared claims a shared buffer for a chunk of t's body, waiting for one unless t
+// already waited in vain; -1 sends the chunk through the ring.
+func (s *slot) claimShared(t *task) int {
+	if i := s.w.chunks.Claim(); i >= 0 || t.spill.Load() {
+		return i
+	}
+	i := s.w.chunks.ClaimWait(sharedWait)
+	if i < 0 {
+		t.spill.Store(true)
+	}
+	return i
+}
+
+// share copies the leading pieces of a big chunk of t's body into free shared buffers,
+// recording them in s.claimed, and returns the rest, which goes through the ring. Only the
+// first piece waits for a buffer: a thread holding buffers it has not sent yet must not wait
+// for others, which could be the ones a second such thread holds.
+func (s *slot) share(t *task, p []byte) []byte {
 	s.claimed = s.claimed[:0]
 	if len(p) < sharedMin {
 		return p
 	}
 	for len(p) > 0 {
-		i := s.w.chunks.Claim(s.chunkLo, s.chunkHi)
+		var i int
+		if len(s.claimed) == 0 {
+			i = s.claimShared(t)
+		} else {
+			i = s.w.chunks.Claim()
+		}
 		if i < 0 {
 			break
 		}
@@ -399,7 +423,7 @@ func (s *slot) forwardData(t *task, r *bufio.Reader, n int64) error {
 		k := min(n, frame.MaxData)
 		i := -1
 		if k >= sharedMin {
-			i = s.w.chunks.Claim(s.chunkLo, s.chunkHi)
+			i = s.claimShared(t) // the earlier pieces are sent: it holds no buffer
 		}
 		var buf []byte
 		if i >= 0 {

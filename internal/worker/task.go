@@ -2,6 +2,7 @@ package worker
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"gowsgi/internal/frame"
 )
@@ -21,6 +22,9 @@ type task struct {
 
 	synced chan struct{} // the companion reached the end of the app call's up-pipe output
 	q      *runq         // told of waits for frames (nil in tests)
+	// spill is set once a chunk of this response waited sharedWait for a shared buffer in
+	// vain: its clients' readers hold them up, so the rest of its body takes the ring.
+	spill atomic.Bool
 
 	// mu guards the fields that follow.
 	mu        sync.Mutex

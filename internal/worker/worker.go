@@ -197,7 +197,7 @@ type worker struct {
 	out    *frame.Writer       // frames to the front, through up
 	up     *frame.Ring         // frames to the front
 	in     *frame.Ring         // frames from the front
-	chunks *frame.SharedChunks // thread i claims buffers [i*n, (i+1)*n), n = Count / threads
+	chunks *frame.SharedChunks // big response chunks, for every thread
 
 	// mu guards the fields that follow.
 	mu       sync.Mutex
@@ -375,13 +375,11 @@ func (w *worker) forget(id uint32) {
 func (w *worker) startThreads(n int) error {
 	errs := make(chan error, n)
 	w.queue.threads = n
-	per := w.chunks.Count() / n
 	for i := 0; i < n; i++ {
 		s, err := newSlot(w)
 		if err != nil {
 			return fmt.Errorf("start Python thread %d: %w", i, err)
 		}
-		s.chunkLo, s.chunkHi = i*per, (i+1)*per
 		w.slots = append(w.slots, s)
 		w.threads.Add(1)
 		go s.run(errs)

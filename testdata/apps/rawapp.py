@@ -282,15 +282,15 @@ def closed_count(environ, start_response):
 
 def big(environ, start_response):
     q = _query(environ)
-    mb = int(q.get("mb", "1"))
+    chunks = int(q["kb"]) // 64 if "kb" in q else int(q.get("mb", "1")) * 16
     headers = [("Content-Type", "application/octet-stream")]
     if q.get("cl", "1") != "0":
-        headers.append(("Content-Length", str(mb << 20)))
+        headers.append(("Content-Length", str(chunks << 16)))
     write = start_response("200 OK", headers)
     vary = q.get("vary") == "1"  # chunk i is 64 KiB of byte i % 251: reordering shows
 
     def gen():
-        for i in range(mb * 16):
+        for i in range(chunks):
             yield bytes([i % 251]) * 65536 if vary else CHUNK_64K
 
     if q.get("write") == "1":  # through write() instead of the iterable
