@@ -104,6 +104,17 @@ func (w *Writer) SendNow(frames []byte) error {
 	return w.writeInOrder(func() error { return nil })
 }
 
+// Sync returns once the frames sent before it are in the ring. A direct Writer's send may
+// leave its frames to another sender that is writing (combine) and return before they are in:
+// a worker thread syncs before its app learns that the response is done (close()), since a
+// crash after that must not lose the response. A flusher Writer returns at once.
+func (w *Writer) Sync() error {
+	if !w.direct() {
+		return nil
+	}
+	return w.writeInOrder(func() error { return nil })
+}
+
 // combine writes the pending frames unless another sender holds wmu; that sender looks for
 // more pending frames after letting go of wmu, so none are left behind.
 func (w *Writer) combine() error {

@@ -267,6 +267,39 @@ func TestRingWriterConcurrent(t *testing.T) {
 	waitInOrder(t, got)
 }
 
+// TestRingWriterSync: a direct Writer's send returns while another sender holds the ring,
+// leaving its frames to that one; Sync waits until they are in the ring.
+func TestRingWriterSync(t *testing.T) {
+	front, worker := newRingPair(t, 4096)
+	w := NewRingWriter(worker, nil)
+	w.wmu.Lock() // another sender is writing
+	frames := Append(nil, Data, 0, 7, []byte("done"))
+	if err := w.Send(frames); err != nil {
+		t.Fatal(err)
+	}
+	if n := front.Buffered(); n != 0 {
+		t.Fatalf("%d bytes in the ring while another sender writes", n)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- w.Sync() }()
+	time.Sleep(20 * time.Millisecond)
+	select {
+	case err := <-synced:
+		t.Fatalf("Sync returned (%v) with the frames still pending", err)
+	default:
+	}
+	w.wmu.Unlock() // that sender lets go without looking for more, as if it had just missed them
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	if n := front.Buffered(); n != len(frames) {
+		t.Fatalf("%d bytes in the ring after Sync, want %d", n, len(frames))
+	}
+	if err := w.Sync(); err != nil { // nothing pending
+		t.Fatal(err)
+	}
+}
+
 // sendConcurrently runs senders goroutines that each call send with their number and 0 to
 // each-1, and waits for them.
 func sendConcurrently(t *testing.T, senders, each int, send func(g, i int) error) {

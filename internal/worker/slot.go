@@ -136,6 +136,9 @@ func (s *slot) serve(th *pybridge.Thread, t *task) {
 	default:
 		s.stream(th, t, res)
 	}
+	// close() tells the app the response is done, and it may act on that: the response must
+	// be in the ring by then, or a crash in another request could still lose it.
+	_ = s.w.out.Sync() // a dead front ends the reader
 	th.Close()
 }
 
