@@ -37,6 +37,7 @@ type Writer struct {
 	// mu guards the fields that follow.
 	mu      sync.Mutex
 	pending []byte
+	writing bool   // a sender took pending and is writing it into the ring
 	spare   []byte // a written buffer kept for reuse, so streaming allocates nothing
 	err     error  // first write error; every later send returns it
 	closed  bool
@@ -110,6 +111,12 @@ func (w *Writer) SendNow(frames []byte) error {
 // crash after that must not lose the response. A flusher Writer returns at once.
 func (w *Writer) Sync() error {
 	if !w.direct() {
+		return nil
+	}
+	w.mu.Lock()
+	done := len(w.pending) == 0 && !w.writing && w.err == nil // what was sent before is in the ring
+	w.mu.Unlock()
+	if done {
 		return nil
 	}
 	return w.writeInOrder(func() error { return nil })
@@ -332,10 +339,14 @@ func (w *Writer) flushLocked() error {
 		return err
 	}
 	w.pending = nil
+	w.writing = true
 	w.mu.Unlock()
 	err = w.ring.Append(buf)
 	w.ring.Wake()
 	if err != nil {
+		w.mu.Lock()
+		w.writing = false
+		w.mu.Unlock()
 		err = fmt.Errorf("write frames: %w", err)
 		w.fail(err)
 		return err
@@ -343,6 +354,7 @@ func (w *Writer) flushLocked() error {
 	// Keep the buffer for reuse: allocating (and faulting in) a fresh one for every batch of
 	// streamed chunks costs more than the copy.
 	w.mu.Lock()
+	w.writing = false
 	if cap(buf) <= maxKeep {
 		if w.pending == nil {
 			w.pending = buf[:0]

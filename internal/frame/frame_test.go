@@ -268,34 +268,51 @@ func TestRingWriterConcurrent(t *testing.T) {
 }
 
 // TestRingWriterSync: a direct Writer's send returns while another sender holds the ring,
-// leaving its frames to that one; Sync waits until they are in the ring.
+// leaving its frames to that one; Sync waits until they are in the ring, also when that
+// sender has taken them and is still writing them.
 func TestRingWriterSync(t *testing.T) {
 	front, worker := newRingPair(t, 4096)
 	w := NewRingWriter(worker, nil)
-	w.wmu.Lock() // another sender is writing
 	frames := Append(nil, Data, 0, 7, []byte("done"))
+	// blocked runs Sync while another sender holds the ring, which it lets go of after
+	// checking that Sync still waits; Sync's error is returned.
+	blocked := func(what string) error {
+		t.Helper()
+		synced := make(chan error, 1)
+		go func() { synced <- w.Sync() }()
+		time.Sleep(20 * time.Millisecond)
+		select {
+		case err := <-synced:
+			t.Fatalf("Sync returned (%v) %s", err, what)
+		default:
+		}
+		w.wmu.Unlock() // that sender lets go without looking for more, as if it had just missed them
+		return <-synced
+	}
+
+	w.wmu.Lock() // another sender is writing
 	if err := w.Send(frames); err != nil {
 		t.Fatal(err)
 	}
 	if n := front.Buffered(); n != 0 {
 		t.Fatalf("%d bytes in the ring while another sender writes", n)
 	}
-	synced := make(chan error, 1)
-	go func() { synced <- w.Sync() }()
-	time.Sleep(20 * time.Millisecond)
-	select {
-	case err := <-synced:
-		t.Fatalf("Sync returned (%v) with the frames still pending", err)
-	default:
-	}
-	w.wmu.Unlock() // that sender lets go without looking for more, as if it had just missed them
-	if err := <-synced; err != nil {
+	if err := blocked("with the frames still pending"); err != nil {
 		t.Fatal(err)
 	}
 	if n := front.Buffered(); n != len(frames) {
 		t.Fatalf("%d bytes in the ring after Sync, want %d", n, len(frames))
 	}
 	if err := w.Sync(); err != nil { // nothing pending
+		t.Fatal(err)
+	}
+
+	// The other sender took the pending frames and is writing them into the ring.
+	w.wmu.Lock()
+	w.mu.Lock()
+	w.writing = true
+	w.mu.Unlock()
+	if err := blocked("while another sender writes what it took"); err != nil {
 		t.Fatal(err)
 	}
 }
