@@ -92,17 +92,14 @@ func (w *Writer) SendFunc(fn func(dst []byte) []byte) error {
 	return nil
 }
 
-// SendNow sends frames like Send, but on a direct Writer returns only once they are in the
-// ring, never leaving them to another sender: the caller may then publish what the reader must
-// learn only after them.
+// SendNow sends frames like Send, then syncs (Sync): on a direct Writer it returns only once
+// they are in the ring, so the caller may then publish what the reader must learn only after
+// them.
 func (w *Writer) SendNow(frames []byte) error {
-	if !w.direct() {
-		return w.Send(frames)
-	}
-	if err := w.appendFrames(func(dst []byte) []byte { return append(dst, frames...) }); err != nil {
+	if err := w.Send(frames); err != nil {
 		return err
 	}
-	return w.writeInOrder(func() error { return nil })
+	return w.Sync()
 }
 
 // Sync returns once the frames sent before it are in the ring. A direct Writer's send may

@@ -269,21 +269,21 @@ func TestRingWriterConcurrent(t *testing.T) {
 
 // TestRingWriterSync: a direct Writer's send returns while another sender holds the ring,
 // leaving its frames to that one; Sync waits until they are in the ring, also when that
-// sender has taken them and is still writing them.
+// sender has taken them and is still writing them, and so does SendNow.
 func TestRingWriterSync(t *testing.T) {
 	front, worker := newRingPair(t, 4096)
 	w := NewRingWriter(worker, nil)
 	frames := Append(nil, Data, 0, 7, []byte("done"))
-	// blocked runs Sync while another sender holds the ring, which it lets go of after
-	// checking that Sync still waits; Sync's error is returned.
-	blocked := func(what string) error {
+	// blocked runs sync while another sender holds the ring, which it lets go of after
+	// checking that sync still waits; sync's error is returned.
+	blocked := func(what string, sync func() error) error {
 		t.Helper()
 		synced := make(chan error, 1)
-		go func() { synced <- w.Sync() }()
+		go func() { synced <- sync() }()
 		time.Sleep(20 * time.Millisecond)
 		select {
 		case err := <-synced:
-			t.Fatalf("Sync returned (%v) %s", err, what)
+			t.Fatalf("returned (%v) %s", err, what)
 		default:
 		}
 		w.wmu.Unlock() // that sender lets go without looking for more, as if it had just missed them
@@ -297,7 +297,7 @@ func TestRingWriterSync(t *testing.T) {
 	if n := front.Buffered(); n != 0 {
 		t.Fatalf("%d bytes in the ring while another sender writes", n)
 	}
-	if err := blocked("with the frames still pending"); err != nil {
+	if err := blocked("Sync with the frames still pending", w.Sync); err != nil {
 		t.Fatal(err)
 	}
 	if n := front.Buffered(); n != len(frames) {
@@ -312,8 +312,20 @@ func TestRingWriterSync(t *testing.T) {
 	w.mu.Lock()
 	w.writing = true
 	w.mu.Unlock()
-	if err := blocked("while another sender writes what it took"); err != nil {
+	if err := blocked("Sync while another sender writes what it took", w.Sync); err != nil {
 		t.Fatal(err)
+	}
+	w.mu.Lock()
+	w.writing = false
+	w.mu.Unlock()
+
+	w.wmu.Lock()
+	before := front.Buffered()
+	if err := blocked("SendNow while another sender writes", func() error { return w.SendNow(frames) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := front.Buffered() - before; n != len(frames) {
+		t.Fatalf("SendNow returned with %d bytes more in the ring, want %d", n, len(frames))
 	}
 }
 
