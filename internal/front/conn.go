@@ -36,6 +36,10 @@ type conn struct {
 	linger bool                  // close with a lingering close (see close)
 	wait   *supervisor.WaitTimer // bounds the waits for a worker; nil until the first
 
+	// head is the response head writeHead made, until the body's first bytes (or a flush)
+	// take it: a big first chunk goes out with it in one writev (writeData).
+	head []byte
+
 	// Scratch of response.writeData, kept across the connection's requests.
 	batch []supervisor.Event // data events written together
 	iov   net.Buffers        // their bytes (and chunk framing), for one writev
@@ -71,6 +75,27 @@ func (c *conn) out() *bufio.Writer {
 	}
 	return c.bw
 }
+
+// out returns the connection's response buffer with the pending head, if any, in it.
+func (r *response) out() *bufio.Writer {
+	bw := r.c.out()
+	if len(r.c.head) > 0 {
+		bw.Write(r.c.head) // a write error sticks in bw, and the flush reports it
+		r.c.takeHead()
+	}
+	return bw
+}
+
+// takeHead empties the pending head once it is written, keeping its buffer unless it is big.
+func (c *conn) takeHead() {
+	c.head = c.head[:0]
+	if cap(c.head) > maxHeadBuffer {
+		c.head = nil
+	}
+}
+
+// maxHeadBuffer bounds the head buffer a connection keeps for its next responses.
+const maxHeadBuffer = 8 << 10
 
 // releaseWriter flushes the response buffer and gives it back to the pool.
 func (c *conn) releaseWriter() error {
@@ -471,7 +496,7 @@ func (r *response) cancel() {
 }
 
 func (r *response) flush() {
-	if err := r.c.out().Flush(); err != nil {
+	if err := r.out().Flush(); err != nil {
 		r.clientErr = true
 		r.cancel()
 	}
@@ -517,12 +542,12 @@ func (r *response) writeHead(h *frame.ResponseHead) {
 	}
 	r.headSent = true
 	r.code = h.Code
-	bw := r.c.out()
+	b := r.c.head[:0]
 	r.noBody = r.req.Method == "HEAD" || h.Code < 200 || h.Code == 204 || h.Code == 304
 	r.remaining = -1
-	bw.WriteString("HTTP/1.1 ")
-	bw.Write(h.Status)
-	bw.Write(crlf)
+	b = append(b, "HTTP/1.1 "...)
+	b = append(b, h.Status...)
+	b = append(b, crlf...)
 	hasDate := false
 	for _, f := range h.Fields {
 		if ascii.EqualFold(f.Name, "content-length") {
@@ -537,27 +562,27 @@ func (r *response) writeHead(h *frame.ResponseHead) {
 		} else if ascii.EqualFold(f.Name, "date") {
 			hasDate = true
 		}
-		bw.Write(f.Name)
-		bw.WriteString(": ")
-		bw.Write(f.Value)
-		bw.Write(crlf)
+		b = append(b, f.Name...)
+		b = append(b, ": "...)
+		b = append(b, f.Value...)
+		b = append(b, crlf...)
 	}
 	if !hasDate {
-		bw.WriteString("Date: ")
-		bw.WriteString(r.c.s.httpDate())
-		bw.Write(crlf)
+		b = append(b, "Date: "...)
+		b = append(b, r.c.s.httpDate()...)
+		b = append(b, crlf...)
 	}
 	r.keepAlive = r.req.KeepAlive && !r.c.s.isDraining()
 	if r.remaining < 0 && h.Length >= 0 && !(r.noBody && r.req.Method != "HEAD") {
 		r.remaining = h.Length
-		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.FormatInt(h.Length, 10))
-		bw.Write(crlf)
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, h.Length, 10)
+		b = append(b, crlf...)
 	}
 	if r.remaining < 0 && !r.noBody {
 		if r.req.Minor >= 1 {
 			r.chunked = true
-			bw.WriteString("Transfer-Encoding: chunked\r\n")
+			b = append(b, "Transfer-Encoding: chunked\r\n"...)
 		} else {
 			r.keepAlive = false // the body ends when the connection does
 		}
@@ -566,11 +591,11 @@ func (r *response) writeHead(h *frame.ResponseHead) {
 		r.keepAlive = false // the client may or may not send the body it announced
 	}
 	if !r.keepAlive {
-		bw.WriteString("Connection: close\r\n")
+		b = append(b, "Connection: close\r\n"...)
 	} else if r.req.Minor == 0 {
-		bw.WriteString("Connection: keep-alive\r\n")
+		b = append(b, "Connection: keep-alive\r\n"...)
 	}
-	bw.Write(crlf)
+	r.c.head = append(b, crlf...)
 }
 
 // writevMin is the size from which a batch of body chunks bypasses the connection's buffer
@@ -620,14 +645,22 @@ func (r *response) writeData(batch []supervisor.Event) {
 	}
 	var err error
 	if size < writevMin {
-		bw := r.c.out()
+		bw := r.out()
 		for _, p := range r.c.iov {
 			_, err = bw.Write(p) // a write error sticks: the last one reports it
 		}
-	} else if err = r.c.out().Flush(); err == nil { // the head, or earlier small chunks
-		r.c.wd.arm(time.Now(), r.c.s.cfg.WriteTimeout)
+	} else if err = r.c.out().Flush(); err == nil { // earlier small chunks, or a response before
+		// The head goes in the same writev as the chunks: written on its own it cost a
+		// system call and a wake-up of the client for each big response.
+		if len(r.c.head) > 0 {
+			r.c.iov = append(r.c.iov, nil)
+			copy(r.c.iov[1:], r.c.iov)
+			r.c.iov[0] = r.c.head
+		}
 		iov := r.c.iov // WriteTo consumes its receiver
+		r.c.wd.arm(time.Now(), r.c.s.cfg.WriteTimeout)
 		_, err = iov.WriteTo(r.c.nc)
+		r.c.takeHead()
 	}
 	if err != nil {
 		r.clientErr = true
@@ -700,8 +733,9 @@ func (r *response) finish(abort bool) bool {
 		r.flush()
 		return false
 	}
+	bw := r.out() // a head with no body after it
 	if r.chunked {
-		r.c.out().WriteString("0\r\n\r\n")
+		bw.WriteString("0\r\n\r\n")
 	}
 	if r.remaining > 0 && !r.noBody {
 		// Shorter than its Content-Length: the client must see the connection end.
