@@ -406,6 +406,7 @@ type response struct {
 	code      int
 	noBody    bool  // HEAD, 1xx, 204, 304: nothing after the head
 	chunked   bool  // Transfer-Encoding: chunked
+	ended     bool  // the last chunk of a chunked body is written (writeData)
 	remaining int64 // body bytes still allowed by Content-Length; -1 unbounded
 	written   int64
 	keepAlive bool
@@ -443,8 +444,9 @@ func (r *response) run() bool {
 		case supervisor.EventHead:
 			r.writeHead(&e.Head)
 		case supervisor.EventData:
-			r.c.batch = r.st.MoreData(append(r.c.batch[:0], e))
-			r.writeData(r.c.batch)
+			var last bool
+			r.c.batch, last = r.st.MoreData(append(r.c.batch[:0], e))
+			r.writeData(r.c.batch, last)
 			for i := range r.c.batch {
 				r.st.Recycle(&r.c.batch[i])
 			}
@@ -603,8 +605,13 @@ func (r *response) writeHead(h *frame.ResponseHead) {
 // copy part of it, and every write to a loopback or LAN peer costs a wake-up on its side.
 const writevMin = 32 << 10
 
-// writeData writes the body chunks of a batch of data events.
-func (r *response) writeData(batch []supervisor.Event) {
+// lastChunk ends a chunked body.
+var lastChunk = []byte("0\r\n\r\n")
+
+// writeData writes the body chunks of a batch of data events; last says the response ends
+// with them, and a chunked body's last chunk goes in the same write: on its own it cost a
+// system call and a wake-up of the client for each big response.
+func (r *response) writeData(batch []supervisor.Event, last bool) {
 	total := 0
 	for _, e := range batch {
 		total += len(e.Data)
@@ -641,7 +648,11 @@ func (r *response) writeData(batch []supervisor.Event) {
 		size += len(p)
 	}
 	if size == 0 {
-		return
+		return // an empty batch: finish ends the body
+	}
+	if last && r.chunked {
+		r.c.iov = append(r.c.iov, lastChunk)
+		r.ended = true
 	}
 	var err error
 	if size < writevMin {
@@ -698,7 +709,7 @@ func (r *response) sendFile(e supervisor.Event) {
 	if r.chunked {
 		// Length is known for files, so this only happens when the app's header was
 		// dropped; stay correct rather than fast.
-		r.writeData(nil)
+		r.writeData(nil, false)
 	}
 	r.flush()
 	if r.clientErr {
@@ -734,8 +745,8 @@ func (r *response) finish(abort bool) bool {
 		return false
 	}
 	bw := r.out() // a head with no body after it
-	if r.chunked {
-		bw.WriteString("0\r\n\r\n")
+	if r.chunked && !r.ended {
+		bw.Write(lastChunk)
 	}
 	if r.remaining > 0 && !r.noBody {
 		// Shorter than its Content-Length: the client must see the connection end.

@@ -310,8 +310,10 @@ func (st *Stream) Interrupt() {
 }
 
 // MoreData appends to dst the data events queued next, without waiting, and returns it: a
-// caller holding one data event can write several chunks with one system call.
-func (st *Stream) MoreData(dst []Event) []Event {
+// caller holding one data event can write several chunks with one system call. last reports
+// that the event after them, queued already, ends the response whole (EventEnd, no abort), so
+// the caller can write what ends the body with them.
+func (st *Stream) MoreData(dst []Event) (batch []Event, last bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	n := 0
@@ -319,8 +321,9 @@ func (st *Stream) MoreData(dst []Event) []Event {
 		dst = append(dst, st.events[n])
 		n++
 	}
+	last = n < len(st.events) && st.events[n].Kind == EventEnd && !st.events[n].Abort
 	st.dropFront(n)
-	return dst
+	return dst, last
 }
 
 // dropFront removes the first n queued events; st.mu must be held. It shifts rather than
