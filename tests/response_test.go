@@ -522,7 +522,8 @@ func TestBigChunksFraming(t *testing.T) {
 // responses sit in, and a thread waits for a free buffer only so long: then its chunks take
 // the ring, and another client's response arrives whole and in order instead of waiting on
 // theirs. With one thread the worker has 8 buffers; each stalled client (a tiny receive
-// buffer) leaves about half of its 512 KiB response in them.
+// buffer) leaves about half of its 512 KiB response in them. The bodies go through write(),
+// whose chunks take the buffers: an iterable's are lent from the arena instead.
 func TestSharedChunksHeldUp(t *testing.T) {
 	t.Parallel()
 	s := startRaw(t, "--threads", "1")
@@ -537,14 +538,14 @@ func TestSharedChunksHeldUp(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { l.Close() })
-		write(t, l, headRequest("GET", "/big?vary=1&kb=512"))
+		write(t, l, headRequest("GET", "/big?vary=1&write=1&kb=512"))
 	}
 	time.Sleep(300 * time.Millisecond) // the thread produces their bodies, which stall
 
 	c := dial(t, s)
 	br := bufio.NewReader(c)
 	start := time.Now()
-	write(t, c, headRequest("GET", "/big?vary=1&mb=2"))
+	write(t, c, headRequest("GET", "/big?vary=1&write=1&mb=2"))
 	resp, body := readResponse(t, br, "GET")
 	wantStatus(t, resp, body, 200)
 	if len(body) != 2<<20 {

@@ -13,13 +13,21 @@ import (
 	"unsafe"
 )
 
-// SharedChunks is a set of fixed-size buffers in memory shared by the front and one worker,
-// through which big response body chunks travel instead of the socket. A worker thread copies
-// a chunk from the Python object into a free buffer and sends a DataShared frame naming it;
-// the front writes the client straight from the buffer and frees it. Each chunk then costs one
-// copy on each side (the worker's, and the kernel's into the client's socket) instead of three
-// and the socket's buffering; a pinned 1 MiB stream measured the difference (see
-// docs/benchmarks.md).
+// SharedChunks is memory shared by the front and one worker, through which big response body
+// chunks travel instead of the socket. It has two parts.
+//
+// The buffers: fixed-size buffers a worker thread copies a chunk into, from the Python object,
+// before it sends a DataShared frame naming the buffer; the front writes the client straight
+// from the buffer and frees it. Each chunk then costs one copy on each side (the worker's, and
+// the kernel's into the client's socket) instead of three and the socket's buffering; a
+// pinned 1 MiB stream measured the difference (see docs/benchmarks.md).
+//
+// The arena: the worker's Python allocates its big objects there (package pybridge), so that
+// a bytes chunk is in memory the front can read already. The worker keeps such a chunk alive
+// in a hold and sends a DataHeld frame naming the hold and where the bytes are; the front
+// writes the client from the object itself and frees the hold, and the worker drops its
+// reference. That saves the worker's copy as well: under a pinned 1 MiB stream the workers
+// spent 30-31 µs per response instead of 77-89 (docs/benchmarks.md).
 //
 // Buffer states live in the shared memory: the worker claims a free buffer with a
 // compare-and-swap, the front frees it with a store once the bytes are written. The worker's
@@ -29,9 +37,11 @@ import (
 // outrun a socket, so every buffer is in use under a streaming load: without the wait, a
 // thread that started a response while the last one's tail still held the buffers sent its
 // chunks through the ring, which then filled, and the threads queued on its writer (pinned
-// 1 MiB stream: 13-21 % of chunks; see docs/benchmarks.md).
+// 1 MiB stream: 13-21 % of chunks; see docs/benchmarks.md). Hold states are shared words too:
+// the worker raises one when it lends a chunk, the front clears it and counts the frees in a
+// shared word, by which the worker knows when to look for holds to drop.
 //
-// The front keeps the mapping until the worker is gone and every buffer it lent to a
+// The front keeps the mapping until the worker is gone and every buffer or hold it lent to a
 // connection is back: a connection may still be writing from one when the worker dies.
 type SharedChunks struct {
 	mem   []byte
@@ -43,43 +53,70 @@ type SharedChunks struct {
 	count   int
 	size    int
 
+	held  []atomic.Uint32 // per hold: 1 while the worker lends its chunk to the front
+	freed *atomic.Uint32  // holds the front cleared, counted
+	arena []byte
+
 	// Front side only.
-	lent []atomic.Bool // buffers named by a DataShared frame and not yet freed
-	refs atomic.Int64  // 1 for the owner + lent buffers; unmapped at 0
+	lent []atomic.Bool // buffers then holds named by a frame and not yet freed
+	refs atomic.Int64  // 1 for the owner + lent buffers and holds; unmapped at 0
 	once sync.Once
 }
 
-// Layout: u32 count and u32 size, the u32 futex word at chunksWaiting, the states from
-// chunksStates, the buffers from the next page boundary.
+// Layout: u32 count, size, holds and arena pages, the u32 futex word at chunksWaiting, the
+// count of freed holds at chunksFreed, the buffer states from chunksStates and the hold
+// states after them; the buffers from the next page boundary, the arena after them.
 const (
-	chunksWaiting = 8
+	chunksWaiting = 16
+	chunksFreed   = 20
 	chunksStates  = 64
+	page          = 4096
 )
 
-// NewSharedChunks creates count buffers of size bytes and returns them with the file to pass
-// to the worker (see MapSharedChunks); the caller closes the file once the worker has it.
-func NewSharedChunks(count, size int) (*SharedChunks, *os.File, error) {
-	if count <= 0 || size <= 0 || size > MaxPayload {
-		return nil, nil, fmt.Errorf("shared chunks: %d buffers of %d bytes", count, size)
+// ChunksLayout sizes a SharedChunks.
+type ChunksLayout struct {
+	Buffers, Size int // buffers of Size bytes; Size at most MaxPayload
+	Holds         int // chunks the worker may lend from its arena at once
+	ArenaPages    int // the arena, in pages of 4 KiB; 0: none
+}
+
+func (l ChunksLayout) valid() bool {
+	return l.Buffers > 0 && l.Size > 0 && l.Size <= MaxPayload &&
+		l.Holds >= 0 && l.Holds <= 1<<20 && l.ArenaPages >= 0 && l.ArenaPages <= 1<<20
+}
+
+func (l ChunksLayout) dataOffset() int { return pageUp(chunksStates + 4*(l.Buffers+l.Holds)) }
+
+func (l ChunksLayout) arenaOffset() int { return pageUp(l.dataOffset() + l.Buffers*l.Size) }
+
+func pageUp(n int) int { return (n + page - 1) / page * page }
+
+func (l ChunksLayout) total() int { return l.arenaOffset() + l.ArenaPages*page }
+
+// NewSharedChunks creates the memory l describes and returns it with the file to pass to the
+// worker (see MapSharedChunks); the caller closes the file once the worker has it.
+func NewSharedChunks(l ChunksLayout) (*SharedChunks, *os.File, error) {
+	if !l.valid() {
+		return nil, nil, fmt.Errorf("shared chunks: %d buffers of %d bytes, %d holds, %d arena pages", l.Buffers, l.Size, l.Holds, l.ArenaPages)
 	}
 	f, err := SharedFile("gowsgi-chunks")
 	if err != nil {
 		return nil, nil, fmt.Errorf("shared chunks: %w", err)
 	}
-	total := chunksDataOffset(count) + count*size
-	if err := f.Truncate(int64(total)); err != nil {
+	if err := f.Truncate(int64(l.total())); err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("shared chunks: %w", err)
 	}
-	c, err := mapChunks(int(f.Fd()), total)
+	c, err := mapChunks(int(f.Fd()), l.total())
 	if err != nil {
 		f.Close()
 		return nil, nil, err
 	}
-	binary.LittleEndian.PutUint32(c.mem[0:], uint32(count))
-	binary.LittleEndian.PutUint32(c.mem[4:], uint32(size))
-	c.setLayout(count, size)
-	c.lent = make([]atomic.Bool, count)
+	for i, v := range []int{l.Buffers, l.Size, l.Holds, l.ArenaPages} {
+		binary.LittleEndian.PutUint32(c.mem[4*i:], uint32(v))
+	}
+	c.setLayout(l)
+	c.lent = make([]atomic.Bool, l.Buffers+l.Holds)
 	c.refs.Store(1)
 	return c, f, nil
 }
@@ -95,18 +132,16 @@ func MapSharedChunks(fd int) (*SharedChunks, error) {
 	if err != nil {
 		return nil, err
 	}
-	count, size := int(binary.LittleEndian.Uint32(c.mem[0:])), int(binary.LittleEndian.Uint32(c.mem[4:]))
-	if count <= 0 || size <= 0 || chunksDataOffset(count)+count*size != len(c.mem) {
-		_ = syscall.Munmap(c.mem)
-		return nil, fmt.Errorf("shared chunks: layout of %d buffers of %d bytes does not fit %d bytes", count, size, len(c.mem))
+	var l ChunksLayout
+	for i, v := range []*int{&l.Buffers, &l.Size, &l.Holds, &l.ArenaPages} {
+		*v = int(binary.LittleEndian.Uint32(c.mem[4*i:]))
 	}
-	c.setLayout(count, size)
+	if !l.valid() || l.total() != len(c.mem) {
+		_ = syscall.Munmap(c.mem)
+		return nil, fmt.Errorf("shared chunks: layout %+v does not fit %d bytes", l, len(c.mem))
+	}
+	c.setLayout(l)
 	return c, nil
-}
-
-func chunksDataOffset(count int) int {
-	const page = 4096
-	return (chunksStates + 4*count + page - 1) / page * page
 }
 
 func mapChunks(fd, total int) (*SharedChunks, error) {
@@ -117,11 +152,14 @@ func mapChunks(fd, total int) (*SharedChunks, error) {
 	return &SharedChunks{mem: mem}, nil
 }
 
-func (c *SharedChunks) setLayout(count, size int) {
-	c.count, c.size = count, size
+func (c *SharedChunks) setLayout(l ChunksLayout) {
+	c.count, c.size = l.Buffers, l.Size
 	c.waiting = (*atomic.Uint32)(unsafe.Pointer(&c.mem[chunksWaiting]))
-	c.state = unsafe.Slice((*atomic.Uint32)(unsafe.Pointer(&c.mem[chunksStates])), count)
-	c.data = c.mem[chunksDataOffset(count):]
+	c.freed = (*atomic.Uint32)(unsafe.Pointer(&c.mem[chunksFreed]))
+	words := unsafe.Slice((*atomic.Uint32)(unsafe.Pointer(&c.mem[chunksStates])), l.Buffers+l.Holds)
+	c.state, c.held = words[:l.Buffers:l.Buffers], words[l.Buffers:]
+	c.data = c.mem[l.dataOffset():l.arenaOffset():l.arenaOffset()]
+	c.arena = c.mem[l.arenaOffset():l.total():l.total()]
 }
 
 // Count returns the number of buffers.
@@ -194,15 +232,53 @@ func (c *SharedChunks) Lend(i, n int) ([]byte, error) {
 	return c.data[off : off+n : off+n], nil
 }
 
-// Free (front) gives buffer i back to the worker once its bytes are written or dropped. Only
-// the first Free of a Lend counts: a second one must not drop a hold someone else has.
+// LendHeld (front) returns the n bytes at off in the arena, which a DataHeld frame named with
+// hold k, and the index that frees them (see Free). A frame naming bytes out of the arena, a
+// hold out of range, or one already lent is a protocol error.
+func (c *SharedChunks) LendHeld(k, off, n int) ([]byte, int, error) {
+	if k < 0 || k >= len(c.held) || off < 0 || n < 0 || off > len(c.arena) || n > len(c.arena)-off {
+		return nil, 0, fmt.Errorf("held chunk %d of %d bytes at %d: out of %d holds and %d bytes", k, n, off, len(c.held), len(c.arena))
+	}
+	i := c.count + k
+	if !c.lent[i].CompareAndSwap(false, true) {
+		return nil, 0, fmt.Errorf("held chunk %d named twice", k)
+	}
+	c.refs.Add(1)
+	return c.arena[off : off+n : off+n], i, nil
+}
+
+// Free (front) gives back what Lend (buffer i) or LendHeld (the index it returned) lent, once
+// its bytes are written or dropped. Only the first Free of a Lend counts: a second one must not
+// drop a hold someone else has.
 func (c *SharedChunks) Free(i int) {
 	if !c.lent[i].CompareAndSwap(true, false) {
 		return
 	}
-	c.state[i].Store(0)
-	c.wake()
+	if i < c.count {
+		c.state[i].Store(0)
+		c.wake()
+	} else {
+		c.ReleaseHeld(i - c.count)
+	}
 	c.unref()
+}
+
+// Arena returns the arena; HeldStates, the hold states; Freed, the count of cleared holds:
+// the worker's Python allocates in the first and lends from it with the others.
+func (c *SharedChunks) Arena() []byte { return c.arena }
+
+// HeldStates returns the hold states (see Arena).
+func (c *SharedChunks) HeldStates() []atomic.Uint32 { return c.held }
+
+// Freed returns the count of cleared holds (see Arena).
+func (c *SharedChunks) Freed() *atomic.Uint32 { return c.freed }
+
+// ReleaseHeld clears hold k: the worker's, for a chunk it will not send after all, and the
+// front's Free. The state is cleared before the count moves: a worker that sees the count
+// move finds the state cleared.
+func (c *SharedChunks) ReleaseHeld(k int) {
+	c.held[k].Store(0)
+	c.freed.Add(1)
 }
 
 // Close (front) drops the owner's hold: the memory is unmapped once every lent buffer is

@@ -18,7 +18,7 @@ import (
 
 // Version is the protocol version a worker announces in its READY frame. The front refuses a
 // worker that speaks another version (a binary upgrade can briefly mix two builds).
-const Version = 6
+const Version = 7
 
 // HeaderSize is the size of a frame header in bytes.
 const HeaderSize = 10
@@ -77,6 +77,9 @@ const (
 	// Requeue hands back a request that no thread took (they were all held up): the front
 	// dispatches it again, and the worker's count of taken requests includes it.
 	Requeue
+	// DataHeld carries response body bytes in the worker's arena (see SharedChunks): u32
+	// hold, u32 offset and u32 length. The front clears the hold once it has written them.
+	DataHeld
 )
 
 // Flags modify a frame.
@@ -119,6 +122,8 @@ func (k Kind) String() string {
 		return "DATA_SHARED"
 	case Requeue:
 		return "REQUEUE"
+	case DataHeld:
+		return "DATA_HELD"
 	}
 	return fmt.Sprintf("KIND(%d)", uint8(k))
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+	"unsafe"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -413,6 +414,7 @@ func FuzzReader(f *testing.F) {
 	f.Add(AppendReady(nil, ReadyInfo{Version: 1, Threads: 2}))
 	f.Add(AppendFileFrame(nil, 1, 2, 3))
 	f.Add(AppendDataShared(nil, 1, 2, 3))
+	f.Add(AppendDataHeld(nil, 1, 2, 3, 4))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := NewReader(bufio.NewReader(bytes.NewReader(b)))
 		for {
@@ -429,6 +431,9 @@ func FuzzReader(f *testing.F) {
 			ParseFileFrame(fr.Payload)
 			if i, n, err := ParseDataShared(fr.Payload); err == nil && !bytes.Equal(AppendDataShared(nil, fr.Stream, i, n)[HeaderSize:], fr.Payload) {
 				t.Fatalf("shared data frame does not round-trip")
+			}
+			if k, off, n, err := ParseDataHeld(fr.Payload); err == nil && !bytes.Equal(AppendDataHeld(nil, fr.Stream, k, off, n)[HeaderSize:], fr.Payload) {
+				t.Fatalf("held data frame does not round-trip")
 			}
 			fr.U32()
 			var h ResponseHead
@@ -551,7 +556,7 @@ func TestSharedChunks(t *testing.T) {
 	// Workers never unmap theirs, so other tests (and earlier runs of this one, with
 	// -count) leave mappings behind: count from here.
 	before := maps()
-	front, f, err := NewSharedChunks(4, 1000)
+	front, f, err := NewSharedChunks(ChunksLayout{Buffers: 4, Size: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -622,19 +627,78 @@ func TestSharedChunks(t *testing.T) {
 	}
 }
 
+// sharedPair makes shared chunks as the front does and maps them as the worker does; the
+// front's side is closed when the test ends.
+func sharedPair(t *testing.T, l ChunksLayout) (front, worker *SharedChunks) {
+	t.Helper()
+	front, f, err := NewSharedChunks(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(front.Close)
+	worker, err = MapSharedChunks(handOver(t, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return front, worker
+}
+
+// Holds: the front lends the arena's bytes a DataHeld frame names, within bounds and once per
+// hold, and freeing clears the hold's state and moves the count the worker watches; freeing
+// a buffer moves neither. Free takes the index LendHeld returned, past the buffers'.
+func TestSharedChunksHeld(t *testing.T) {
+	front, worker := sharedPair(t, ChunksLayout{Buffers: 2, Size: 1000, Holds: 3, ArenaPages: 2})
+	arena, held := worker.Arena(), worker.HeldStates()
+	if len(arena) != 2*4096 || len(held) != 3 || worker.Count() != 2 {
+		t.Fatalf("worker sees an arena of %d bytes, %d holds, %d buffers", len(arena), len(held), worker.Count())
+	}
+	if addr := uintptr(unsafe.Pointer(&arena[0])); addr%4096 != 0 {
+		t.Fatalf("the arena starts at %#x, not on a page", addr)
+	}
+	copy(arena[5000:], "held bytes")
+	held[1].Store(1)
+	p, i, err := front.LendHeld(1, 5000, 10)
+	if err != nil || string(p) != "held bytes" || i != 2+1 {
+		t.Fatalf("LendHeld: %q, index %d, %v", p, i, err)
+	}
+	if _, _, err := front.LendHeld(1, 0, 1); err == nil {
+		t.Error("a hold lent twice")
+	}
+	for _, bad := range [][3]int{{3, 0, 1}, {-1, 0, 1}, {0, 8192, 1}, {0, 8000, 193}, {0, -1, 1}, {0, 1, -1}} {
+		if _, _, err := front.LendHeld(bad[0], bad[1], bad[2]); err == nil {
+			t.Errorf("LendHeld(%d, %d, %d) accepted", bad[0], bad[1], bad[2])
+		}
+	}
+	b := worker.Claim()
+	if _, err := front.Lend(b, 1); err != nil {
+		t.Fatal(err)
+	}
+	front.Free(b)
+	if n := worker.Freed().Load(); n != 0 || held[1].Load() != 1 {
+		t.Fatalf("freeing a buffer: count %d, hold state %d", n, held[1].Load())
+	}
+	front.Free(i)
+	front.Free(i) // only the first Free of a Lend counts
+	if n := worker.Freed().Load(); n != 1 || held[1].Load() != 0 {
+		t.Fatalf("after Free of the hold: count %d, state %d; want 1, 0", n, held[1].Load())
+	}
+	held[0].Store(1)
+	worker.ReleaseHeld(0) // the worker's own, for a chunk it did not send
+	if n := worker.Freed().Load(); n != 2 || held[0].Load() != 0 {
+		t.Fatalf("after ReleaseHeld: count %d, state %d; want 2, 0", n, held[0].Load())
+	}
+	if _, i, err := front.LendHeld(1, 0, 8192); err != nil {
+		t.Errorf("a hold freed cannot be lent again: %v", err)
+	} else {
+		front.Free(i)
+	}
+}
+
 // A thread waiting for a buffer wakes when the front frees one or another thread releases
 // one, and not before; with none freed it gives up after its time. Many rounds with two
 // waiters check that no free goes unnoticed: a lost wake-up would show as a wait of seconds.
 func TestSharedChunksWait(t *testing.T) {
-	front, f, err := NewSharedChunks(2, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer front.Close()
-	worker, err := MapSharedChunks(handOver(t, f))
-	if err != nil {
-		t.Fatal(err)
-	}
+	front, worker := sharedPair(t, ChunksLayout{Buffers: 2, Size: 100})
 	a, b := worker.Claim(), worker.Claim()
 	if _, err := front.Lend(a, 1); err != nil {
 		t.Fatal(err)

@@ -179,6 +179,23 @@ func ParseDataShared(p []byte) (i, n int, err error) {
 	return int(binary.LittleEndian.Uint32(p)), int(binary.LittleEndian.Uint32(p[4:])), nil
 }
 
+// AppendDataHeld appends a DataHeld frame: n body bytes at off in the arena, lent in hold k.
+func AppendDataHeld(dst []byte, stream uint32, k, off, n int) []byte {
+	dst = AppendHeader(dst, DataHeld, 0, stream, 12)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(k))
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(off))
+	return binary.LittleEndian.AppendUint32(dst, uint32(n))
+}
+
+// ParseDataHeld decodes a DataHeld payload.
+func ParseDataHeld(p []byte) (k, off, n int, err error) {
+	if len(p) != 12 {
+		return 0, 0, 0, fmt.Errorf("parse held data frame: %w", errShort)
+	}
+	le := binary.LittleEndian
+	return int(le.Uint32(p)), int(le.Uint32(p[4:])), int(le.Uint32(p[8:])), nil
+}
+
 // ParseFileFrame decodes a File payload.
 func ParseFileFrame(p []byte) (offset, length int64, err error) {
 	if len(p) != 16 {

@@ -21,6 +21,7 @@ import (
 	_ "embed"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -48,6 +49,21 @@ func Init(cfg Config) error {
 	if C.gw_init(glue, C.size_t(len(glueSource)), cpaths, C.size_t(len(paths)),
 		cbool(cfg.Multithread), cbool(cfg.Multiprocess), &cerr) != 0 {
 		return takeErr(cerr)
+	}
+	return nil
+}
+
+// UseArena makes Python allocate its objects of 16 KiB and more in arena, memory the front maps
+// too, so that a body chunk there reaches the front with no copy: Result.Hold names the state
+// word in held that keeps such a chunk alive, and freed counts the words cleared. It runs on
+// Init's thread, attached, before LoadApp; the memory must stay mapped for the process's life.
+func UseArena(arena []byte, held []atomic.Uint32, freed *atomic.Uint32) error {
+	if len(arena) == 0 || len(held) == 0 {
+		return nil
+	}
+	if C.gw_arena_init(unsafe.Pointer(unsafe.SliceData(arena)), C.size_t(len(arena)),
+		(*C.uint32_t)(unsafe.Pointer(&held[0])), C.uint32_t(len(held)), (*C.uint32_t)(unsafe.Pointer(freed))) != 0 {
+		return errors.New("set up the arena: out of memory")
 	}
 	return nil
 }
@@ -127,6 +143,10 @@ type Result struct {
 	FileOff  int64
 	FileLen  int64
 	Err      string
+	// Hold >= 0 says Data is in the arena at HoldOff, kept alive by that hold until its state
+	// word is cleared (see UseArena): by the front once it wrote the bytes, or by the caller
+	// when it does not send them. Unlike Data, a held chunk outlives the next call.
+	Hold, HoldOff int
 }
 
 // Thread is one Python thread. Its methods must be called from the one goroutine that created
@@ -188,6 +208,8 @@ func (t *Thread) result() Result {
 		FD:       int(o.fd),
 		FileOff:  int64(o.file_off),
 		FileLen:  int64(o.file_len),
+		Hold:     int(o.hold),
+		HoldOff:  int(o.hold_off),
 	}
 	if o.head != nil {
 		r.Head = unsafe.Slice((*byte)(unsafe.Pointer(o.head)), int(o.head_len))

@@ -22,6 +22,14 @@ func TestMain(m *testing.M) {
 		println("init:", err.Error())
 		os.Exit(1)
 	}
+	var err error
+	if testChunks, err = newTestArena(); err == nil {
+		err = UseArena(testChunks.Arena(), testChunks.HeldStates(), testChunks.Freed())
+	}
+	if err != nil {
+		println("arena:", err.Error())
+		os.Exit(1)
+	}
 	if err := LoadApp("bridgeapp", "application", false, ""); err != nil {
 		println("load:", err.Error())
 		os.Exit(1)
@@ -201,7 +209,8 @@ func TestEnvironStrings(t *testing.T) {
 }
 
 // TestBigListReleased: a long body returned whole in a one-item list is not kept by the
-// thread after Close (a short one may stay until the thread's next request).
+// thread after Close (a short one may stay until the thread's next request), nor by its hold
+// once the front has let go of it (the next call on any thread drops it).
 func TestBigListReleased(t *testing.T) {
 	refs := func() string {
 		var got string
@@ -218,6 +227,11 @@ func TestBigListReleased(t *testing.T) {
 			t.Errorf("/big: kind %v, %d bytes", r.Kind, len(r.Data))
 		}
 		th.Close()
+		// The body is in the arena: its hold keeps it until the front is done with it.
+		if r.Hold < 0 {
+			t.Fatal("/big was not lent from the arena")
+		}
+		testChunks.ReleaseHeld(r.Hold)
 	})
 	if after := refs(); after != before {
 		t.Errorf("refcount of the body %s after the request, %s before: an idle thread keeps it", after, before)

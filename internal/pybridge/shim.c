@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "shim.h"
 
 typedef struct gw_buf {
@@ -918,6 +919,13 @@ static void drop_request(gw_thread *t) {
 	Py_CLEAR(t->environ);
 }
 
+/* lend_chunk lends out's data from the arena when it is the current chunk there, so that the
+ * front writes it from the object (arena.c): the chunk then lives on in the hold. */
+static void lend_chunk(gw_thread *t, gw_out *out) {
+	if (out->data && out->data_len > 0)
+		out->hold = arena_lend(&t->chunk, out->data, &out->hold_off);
+}
+
 /* close_early ends a request whose body was an exact list or tuple, now all in out: such a
  * body has no close() to call, so gw_close would only drop references. A short t->chunk,
  * which out->data may point into, is dropped by the next call, and the Go side skips
@@ -934,8 +942,10 @@ void gw_call(gw_thread *t, unsigned long long serial, const char *env, size_t en
 	memset(out, 0, sizeof *out);
 	out->total = -1;
 	out->fd = -1;
+	out->hold = -1;
 	PyEval_RestoreThread(t->ts);
 	Py_CLEAR(t->chunk); /* left by close_early */
+	arena_sweep();
 	t->serial = serial;
 	t->up_fd = up_fd;
 	t->err[0] = 0;
@@ -1003,6 +1013,7 @@ head:
 		out->head_sent = 1;
 		out->total = -1;
 		sync_up(up_fd);
+		lend_chunk(t, out);
 		close_early(t, out);
 		t->ts = PyEval_SaveThread();
 		return;
@@ -1020,6 +1031,7 @@ head:
 	sr->sent = 1;
 	out->head = t->head.p;
 	out->head_len = t->head.len;
+	lend_chunk(t, out);
 	close_early(t, out);
 	t->ts = PyEval_SaveThread();
 	return;
@@ -1041,6 +1053,7 @@ void gw_next(gw_thread *t, gw_out *out) {
 	memset(out, 0, sizeof *out);
 	out->total = -1;
 	out->fd = -1;
+	out->hold = -1;
 	PyEval_RestoreThread(t->ts);
 	int r = (t->seq || t->iter) ? next_chunk(t) : 0;
 	if (r < 0) {
@@ -1054,6 +1067,7 @@ void gw_next(gw_thread *t, gw_out *out) {
 			out->data = PyBytes_AS_STRING(t->chunk);
 			out->data_len = (size_t)PyBytes_GET_SIZE(t->chunk);
 		}
+		lend_chunk(t, out);
 	}
 	t->ts = PyEval_SaveThread();
 }

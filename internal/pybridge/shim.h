@@ -13,6 +13,7 @@
 #define GOWSGI_SHIM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* gw_thread is one Python thread: an OS thread with its own PyThreadState, kept for the
  * thread's whole life so threading.local survives between requests. */
@@ -41,6 +42,10 @@ typedef struct gw_out {
 	const char *err;         /* GW_OUT_ERROR: a NUL-terminated reason, thread-owned */
 	int closed;              /* gw_call's GW_OUT_DONE of a short exact list or tuple: the
 	                          * request's objects are released already; no gw_close follows */
+	long long hold;          /* >= 0: data is in the arena at hold_off, kept alive by this hold
+	                          * until its state word is cleared (by the front, or by Go when it
+	                          * does not send the chunk); the caller must see to one of them */
+	size_t hold_off;
 } gw_out;
 
 /* Messages a Python thread writes on its "up" pipe while the app runs (see pybridge doc). */
@@ -68,6 +73,13 @@ int gw_load_app(const char *module, const char *attr, int call, const char *args
 
 /* gw_describe returns a malloc'd one-line description of the interpreter. Attached. */
 char *gw_describe(void);
+
+/* gw_arena_init makes the object allocator put objects of 16 KiB and more in the size bytes
+ * at base, memory the front maps too, and lets phase calls lend body chunks from there in
+ * holds: held[0:holds] are their state words and *freed counts the cleared ones (frame's
+ * SharedChunks). Attached, after gw_init and before the app is loaded; at most once. Returns
+ * -1 when out of memory. */
+int gw_arena_init(void *base, size_t size, uint32_t *held, uint32_t holds, uint32_t *freed);
 
 /* gw_detach_main detaches the main thread after setup: attached on entry, detached on exit. */
 void gw_detach_main(void);

@@ -36,7 +36,7 @@ type Event struct {
 	N      int
 	Abort  bool
 
-	shared int // 1 + the index of the worker's shared buffer holding Data; 0: none
+	shared int // 1 + the index that frees Data in the worker's SharedChunks (buffer or hold); 0: none
 }
 
 // Stream is one request in flight on one worker thread. Its methods are safe for concurrent

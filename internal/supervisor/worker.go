@@ -83,6 +83,12 @@ const (
 	sharedChunkSize  = 64 << 10
 	ringSize         = 256 << 10 // frames between the front and a worker, each way (frame.Ring)
 	sharedMaxBuffers = 64        // 4 MiB per worker
+	// sharedHolds bounds the chunks a worker lends from its arena at once; credit bounds them
+	// well below that (8 per stream of 64 KiB chunks).
+	sharedHolds = 1024
+	// arenaPages sizes the arena where a worker's Python allocates its big objects, 64 MiB:
+	// address space, resident only as far as used. Objects that do not fit go to malloc.
+	arenaPages = 16384
 )
 
 // start launches a worker process; it runs on the control goroutine.
@@ -117,7 +123,9 @@ func (s *Supervisor) start() (*workerConn, error) {
 		return fail(err)
 	}
 	files, undo = append(files, takenFile), append(undo, func() { taken.Close() })
-	chunks, chunksFile, err := frame.NewSharedChunks(sharedChunks(s.cfg.Threads), sharedChunkSize)
+	chunks, chunksFile, err := frame.NewSharedChunks(frame.ChunksLayout{
+		Buffers: sharedChunks(s.cfg.Threads), Size: sharedChunkSize, Holds: sharedHolds, ArenaPages: arenaPages,
+	})
 	if err != nil {
 		return fail(err)
 	}
@@ -365,6 +373,16 @@ func (w *workerConn) lost() {
 	}
 }
 
+// pushLent queues body bytes the worker lent from its shared memory (index i frees them),
+// or frees them at once when the stream is gone.
+func (w *workerConn) pushLent(id uint32, p []byte, i int) {
+	if st := w.stream(id); st != nil {
+		st.push(Event{Kind: EventData, Data: p, shared: i + 1})
+	} else {
+		w.chunks.Free(i)
+	}
+}
+
 func (w *workerConn) stream(id uint32) *Stream {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -460,12 +478,19 @@ func (w *workerConn) readLoop() {
 				log.Error(fmt.Sprintf("Worker %d: %v", w.pid, err))
 				return
 			}
-			e := Event{Kind: EventData, Data: p, shared: i + 1}
-			if st := w.stream(f.Stream); st != nil {
-				st.push(e)
-			} else {
-				w.chunks.Free(i)
+			w.pushLent(f.Stream, p, i)
+		case frame.DataHeld:
+			k, off, n, err := frame.ParseDataHeld(f.Payload)
+			var p []byte
+			var i int
+			if err == nil {
+				p, i, err = w.chunks.LendHeld(k, off, n)
 			}
+			if err != nil {
+				log.Error(fmt.Sprintf("Worker %d: %v", w.pid, err))
+				return
+			}
+			w.pushLent(f.Stream, p, i)
 		case frame.File:
 			off, n, err := frame.ParseFileFrame(f.Payload)
 			fd, ok := <-w.fds // sent before the frame

@@ -167,6 +167,7 @@ func (s *slot) stream(th *pybridge.Thread, t *task, res pybridge.Result) {
 		code, head, err := checkHead(res.Head)
 		if err != nil {
 			s.w.log.Error(fmt.Sprintf("Invalid response from the application: %s", err))
+			s.unhold(res)
 			s.send(appendError500(nil, t.id))
 			return
 		}
@@ -175,23 +176,33 @@ func (s *slot) stream(th *pybridge.Thread, t *task, res pybridge.Result) {
 		t.headSent = true
 		t.mu.Unlock()
 	} else if s.failedWrite(t) {
+		s.unhold(res)
 		return
 	}
 	for {
 		if len(res.Data) > 0 && !t.acquire(len(res.Data), s.efd) {
+			s.unhold(res)
 			break // cancelled: the client is gone
 		}
 		done := res.Kind == pybridge.Done
-		// One copy, from the Python bytes into shared buffers, or into the ring for what does
-		// not go there (see SendData); res.Data stays valid until the next call on th.
-		rest := s.share(t, res.Data)
-		_ = s.w.out.SendData(func(dst []byte) []byte { // a dead front ends the reader
-			dst = append(dst, buf...)
-			for _, c := range s.claimed {
-				dst = frame.AppendDataShared(dst, t.id, c.i, c.n)
-			}
-			return dst
-		}, t.id, rest, done)
+		if res.Hold >= 0 {
+			// No copy: the front writes the client from the Python object (frame.SharedChunks).
+			hold, off, n := res.Hold, res.HoldOff, len(res.Data)
+			_ = s.w.out.SendData(func(dst []byte) []byte { // a dead front ends the reader
+				return frame.AppendDataHeld(append(dst, buf...), t.id, hold, off, n)
+			}, t.id, nil, done)
+		} else {
+			// One copy, from the Python bytes into shared buffers, or into the ring for what
+			// does not go there (see SendData); res.Data stays valid until the next call on th.
+			rest := s.share(t, res.Data)
+			_ = s.w.out.SendData(func(dst []byte) []byte { // a dead front ends the reader
+				dst = append(dst, buf...)
+				for _, c := range s.claimed {
+					dst = frame.AppendDataShared(dst, t.id, c.i, c.n)
+				}
+				return dst
+			}, t.id, rest, done)
+		}
 		buf = buf[:0]
 		if done {
 			return
@@ -206,6 +217,14 @@ func (s *slot) stream(th *pybridge.Thread, t *task, res pybridge.Result) {
 		}
 	}
 	s.send(frame.AppendHeader(buf, frame.End, frame.FlagAbort, t.id, 0))
+}
+
+// unhold lets go of res's hold on a chunk that will not be sent: the next phase call on any
+// thread drops the reference.
+func (s *slot) unhold(res pybridge.Result) {
+	if res.Hold >= 0 {
+		s.w.chunks.ReleaseHeld(res.Hold)
+	}
 }
 
 // failedWrite finishes a stream whose write() head was invalid with a 500 and reports whether

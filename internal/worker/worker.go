@@ -62,9 +62,24 @@ func Run(opts Options) int {
 		}
 	}
 
+	// The shared chunks are mapped first: their arena must be Python's before the app loads.
+	var chunks *frame.SharedChunks
+	if !opts.CheckOnly {
+		var err error
+		if chunks, err = frame.MapSharedChunks(opts.ChunksFD); err != nil {
+			log.Error("worker: " + err.Error())
+			return ExitBadSetup
+		}
+	}
 	if err := pybridge.Init(pybridge.Config{Paths: opts.Paths, Multithread: opts.Threads > 1, Multiprocess: opts.Multiprocess}); err != nil {
 		log.Error("worker: cannot start Python: " + err.Error())
 		return ExitAppLoad
+	}
+	if chunks != nil {
+		if err := pybridge.UseArena(chunks.Arena(), chunks.HeldStates(), chunks.Freed()); err != nil {
+			log.Error("worker: " + err.Error())
+			return ExitBadSetup
+		}
 	}
 	if err := pybridge.LoadApp(opts.App.Module, opts.App.Attr, opts.App.Call, opts.App.Args); err != nil {
 		log.Error(fmt.Sprintf("Failed to load application %q: %s", opts.AppName, err))
@@ -85,11 +100,6 @@ func Run(opts Options) int {
 		return ExitBadSetup
 	}
 	taken, err := frame.MapSharedCounter(opts.CounterFD)
-	if err != nil {
-		log.Error("worker: " + err.Error())
-		return ExitBadSetup
-	}
-	chunks, err := frame.MapSharedChunks(opts.ChunksFD)
 	if err != nil {
 		log.Error("worker: " + err.Error())
 		return ExitBadSetup

@@ -32,6 +32,72 @@ def _import_extensions():
     return "\n".join(["%d imported" % imported] + lines)
 
 
+def _arena(environ):
+    lo, hi = environ["ARENA"].split("-")
+    return int(lo), int(hi)
+
+
+def _churn(seed, lo, hi):
+    """Allocates, resizes and frees big bytes, bytearray and str objects at random, more than
+    the arena holds, then checks every live one kept its bytes: "ok N" with N the bytes and
+    str objects that were allocated in the arena (lo <= id < hi), or what was corrupt."""
+    import random
+    rnd = random.Random(seed)
+    live, inside = {}, 0
+    for step in range(3000):
+        op = rnd.random()
+        if op < 0.5 or not live:
+            if rnd.random() < 0.02:
+                size = rnd.randrange(4 << 20, 6 << 20)  # given back to the system when freed
+            else:
+                size = rnd.choice([rnd.randrange(1, 20000), rnd.randrange(16000, 300000), 65536])
+            v, kind = step % 251, rnd.random()
+            if kind < 0.6:
+                o = bytes([v]) * size
+            elif kind < 0.8:
+                o = bytearray([v]) * size
+            else:
+                o = chr(0x100 + v) * (size // 2 + 1)
+            if not isinstance(o, bytearray) and lo <= id(o) < hi:
+                inside += 1
+            live[step] = (o, v)
+        elif op < 0.65:
+            o, v = live[rnd.choice(list(live))]
+            if isinstance(o, bytearray):  # resized in place or moved (PyObject_Realloc)
+                if rnd.random() < 0.5:
+                    o.extend(bytes([v]) * rnd.randrange(1, 100000))
+                else:
+                    del o[len(o) // 2:]
+        else:
+            del live[rnd.choice(list(live))]
+    for k, (o, v) in live.items():
+        want = chr(0x100 + v) if isinstance(o, str) else v
+        if o.count(want) != len(o):
+            return "corrupt %d" % k
+    return "ok %d" % inside
+
+
+def _fork(lo, hi):
+    """Forks with big objects in the arena; the child frees them and allocates its own, which
+    must not land on its parent's: "child C parent intact" or "... corrupt"."""
+    import os
+    parent = [bytes([i]) * 100000 for i in range(20)]
+    if not all(lo <= id(o) < hi for o in parent):
+        return "not in the arena"
+    pid = os.fork()
+    if pid == 0:
+        code = 2
+        try:
+            del parent[:]
+            mine = [bytes([200]) * 100000 for _ in range(40)]
+            code = 0 if all(m.count(200) == 100000 for m in mine) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    ok = all(o.count(i) == 100000 for i, o in enumerate(parent))
+    return "child %d parent %s" % (os.waitstatus_to_exitcode(status), "intact" if ok else "corrupt")
+
+
 class _Closing(list):
     """A list subclass with close(): the server must call it."""
     closed = 0
@@ -113,6 +179,15 @@ def application(environ, start_response):
     if path == "/extensions":
         start_response("200 OK", [])
         return [_import_extensions().encode()]
+    if path == "/fresh":  # 64 KiB chunks, each a new object of byte i, dropped once yielded
+        start_response("200 OK", [])
+        return (bytes([i]) * 65536 for i in range(6))
+    if path == "/churn":
+        start_response("200 OK", [])
+        return [_churn(int(environ["SEED"]), *_arena(environ)).encode()]
+    if path == "/fork":
+        start_response("200 OK", [])
+        return [_fork(*_arena(environ)).encode()]
     if path == "/notbytes":
         start_response("200 OK", [])
         return ["text"]

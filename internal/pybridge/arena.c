@@ -1,0 +1,282 @@
+/* arena.c: the worker's big Python objects, allocated in memory the front maps too.
+ *
+ * gw_arena_init wraps the object allocator (PYMEM_DOMAIN_OBJ, which bytes objects use): a
+ * request of GW_ARENA_MIN bytes or more takes whole pages of the arena, the rest goes to the
+ * allocator it wrapped, as does what does not fit. A body chunk that is a bytes object in the
+ * arena needs no copy to reach the front: the thread that iterated it moves its reference into
+ * a hold (arena_lend), Go names the hold and the bytes' offset in a DataHeld frame, and the
+ * front writes the client from the object and clears the hold's shared state word. The next
+ * phase call that sees the front's count of cleared holds move drops those references
+ * (arena_sweep), with the GIL.
+ *
+ * Everything here is guarded by the GIL: the object allocator is only called with it held,
+ * and so are the phase calls that lend and sweep. A free-threaded build gets no arena.
+ *
+ * A forked child (os.fork, multiprocessing) must not allocate in memory its parent shares
+ * with the front: after fork the child copies its live blocks into private memory at the same
+ * addresses and stops lending (arena_after_fork). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "shim.h"
+
+#define GW_PAGE 4096
+/* Objects below this stay with the wrapped allocator: chunks smaller than the worker's
+ * sharedMin go through the ring anyway, and small objects are pymalloc's strength. */
+#define GW_ARENA_MIN (16 * 1024)
+/* A freed block this big gives its pages back to the system (both processes' resident set);
+ * smaller ones stay resident for the next object, as malloc's heap keeps them. */
+#define GW_ARENA_RETURN (4u << 20)
+
+static struct {
+	char *base; /* the arena's pages; NULL: no arena */
+	size_t pages;
+	uint64_t *used;  /* a bit per page */
+	uint32_t *run;   /* per page that starts a block: the block's pages; 0 elsewhere */
+	size_t low;      /* no free page below this one */
+	int shared;      /* lending is on: cleared in a forked child */
+	PyMemAllocatorEx prev;
+
+	uint32_t *held;  /* per hold, shared with the front: 1 while lent */
+	uint32_t *freed; /* shared: holds the front (or Go) cleared, counted */
+	uint32_t seen;   /* *freed when the holds were last swept */
+	PyObject **obj;  /* per hold: the reference it keeps, until swept */
+	uint32_t holds, hi; /* no hold at or above hi keeps a reference */
+} A;
+
+static int in_arena(const void *p) {
+	return A.base && (const char *)p >= A.base && (const char *)p < A.base + A.pages * GW_PAGE;
+}
+
+/* scan returns the first page at or after i whose bit is v, or A.pages. */
+static size_t scan(size_t i, int v) {
+	while (i < A.pages) {
+		uint64_t w = A.used[i >> 6];
+		if (!v)
+			w = ~w;
+		w >>= (i & 63);
+		if (w) {
+			i += (size_t)__builtin_ctzll(w);
+			return i < A.pages ? i : A.pages;
+		}
+		i = (i | 63) + 1;
+	}
+	return A.pages;
+}
+
+/* mark sets the bits of pages [i, i+n) to v. */
+static void mark(size_t i, size_t n, int v) {
+	while (n > 0) {
+		size_t bit = i & 63, k = 64 - bit < n ? 64 - bit : n;
+		uint64_t m = (k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1)) << bit;
+		if (v)
+			A.used[i >> 6] |= m;
+		else
+			A.used[i >> 6] &= ~m;
+		i += k;
+		n -= k;
+	}
+}
+
+/* take marks [i, i+n) used as one block. */
+static void take(size_t i, size_t n) {
+	mark(i, n, 1);
+	A.run[i] = (uint32_t)n;
+	if (i == A.low)
+		A.low = scan(i + n, 0);
+}
+
+/* arena_alloc returns the first run of free pages that holds size bytes, or NULL. */
+static void *arena_alloc(size_t size) {
+	size_t n = (size + GW_PAGE - 1) / GW_PAGE;
+	for (size_t i = scan(A.low, 0); i < A.pages && n <= A.pages - i;) {
+		size_t j = scan(i, 1);
+		if (j - i >= n) {
+			take(i, n);
+			return A.base + i * GW_PAGE;
+		}
+		i = scan(j, 0);
+	}
+	return NULL;
+}
+
+/* give_back frees pages [i, i+n), returning them to the system when there are many. */
+static void give_back(size_t i, size_t n) {
+	mark(i, n, 0);
+	if (i < A.low)
+		A.low = i;
+	if (n * GW_PAGE >= GW_ARENA_RETURN)
+		(void)madvise(A.base + i * GW_PAGE, n * GW_PAGE, MADV_REMOVE); /* only memory is at stake */
+}
+
+/* block returns the first page of the block at p, which must start one. */
+static size_t block(void *p) {
+	size_t i = (size_t)((char *)p - A.base) / GW_PAGE;
+	if (((char *)p - A.base) % GW_PAGE != 0 || A.run[i] == 0)
+		Py_FatalError("gowsgi arena: a pointer that no allocation returned was freed");
+	return i;
+}
+
+static void arena_free(void *p) {
+	size_t i = block(p), n = A.run[i];
+	A.run[i] = 0;
+	give_back(i, n);
+}
+
+static void *h_malloc(void *ctx, size_t size) {
+	(void)ctx;
+	if (size >= GW_ARENA_MIN) {
+		void *p = arena_alloc(size);
+		if (p)
+			return p;
+	}
+	return A.prev.malloc(A.prev.ctx, size);
+}
+
+static void *h_calloc(void *ctx, size_t nelem, size_t elsize) {
+	(void)ctx;
+	size_t size;
+	if (!__builtin_mul_overflow(nelem, elsize, &size) && size >= GW_ARENA_MIN) {
+		void *p = arena_alloc(size);
+		if (p)
+			return memset(p, 0, size); /* freed pages keep their bytes */
+	}
+	return A.prev.calloc(A.prev.ctx, nelem, elsize);
+}
+
+/* h_realloc keeps a block in place when it shrinks or the pages after it are free, and
+ * leaves blocks of the wrapped allocator there. */
+static void *h_realloc(void *ctx, void *p, size_t size) {
+	if (!in_arena(p))
+		return A.prev.realloc(A.prev.ctx, p, size);
+	size_t i = block(p), old = A.run[i];
+	size_t n = size ? (size + GW_PAGE - 1) / GW_PAGE : 1;
+	if (n <= old) {
+		if (n < old) {
+			A.run[i] = (uint32_t)n;
+			give_back(i + n, old - n);
+		}
+		return p;
+	}
+	if (n <= A.pages - i && scan(i + old, 1) >= i + n) {
+		mark(i + old, n - old, 1);
+		A.run[i] = (uint32_t)n;
+		if (A.low >= i + old && A.low < i + n)
+			A.low = scan(i + n, 0);
+		return p;
+	}
+	void *q = h_malloc(ctx, size);
+	if (!q)
+		return NULL;
+	memcpy(q, p, old * GW_PAGE); /* less than size: it grows */
+	arena_free(p);
+	return q;
+}
+
+static void h_free(void *ctx, void *p) {
+	(void)ctx;
+	if (in_arena(p))
+		arena_free(p);
+	else
+		A.prev.free(A.prev.ctx, p);
+}
+
+/* arena_after_fork runs in a forked child: its blocks move to private memory at the same
+ * addresses, or the child ends, since writing the parent's arena would corrupt its objects. */
+static void arena_after_fork(void) {
+	if (!A.base || !A.shared)
+		return;
+	A.shared = 0;
+	size_t len = A.pages * GW_PAGE;
+	char *priv = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (priv != MAP_FAILED) {
+		/* Block by block: reading a page that was given back would bring it back. */
+		for (size_t i = scan(0, 1); i < A.pages; i = scan(i + A.run[i], 1))
+			memcpy(priv + i * GW_PAGE, A.base + i * GW_PAGE, A.run[i] * GW_PAGE);
+		if (mremap(priv, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, A.base) != MAP_FAILED)
+			return;
+	}
+	static const char msg[] = "gowsgi: a forked child cannot copy the worker's arena; it exits\n";
+	(void)!write(2, msg, sizeof msg - 1);
+	_exit(70);
+}
+
+int gw_arena_init(void *base, size_t size, uint32_t *held, uint32_t holds, uint32_t *freed) {
+#ifdef Py_GIL_DISABLED
+	(void)base, (void)size, (void)held, (void)holds, (void)freed;
+	return 0;
+#else
+	size_t pages = size / GW_PAGE;
+	if (!base || pages == 0 || A.base)
+		return 0;
+	A.used = calloc((pages + 63) / 64, sizeof *A.used);
+	A.run = calloc(pages, sizeof *A.run);
+	A.obj = calloc(holds ? holds : 1, sizeof *A.obj);
+	if (!A.used || !A.run || !A.obj || pthread_atfork(NULL, NULL, arena_after_fork) != 0) {
+		free(A.used);
+		free(A.run);
+		free(A.obj);
+		return -1;
+	}
+	A.pages = pages;
+	A.held = held;
+	A.holds = holds;
+	A.freed = freed;
+	A.seen = __atomic_load_n(freed, __ATOMIC_ACQUIRE);
+	A.shared = 1;
+	A.base = base;
+	PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &A.prev);
+	PyMemAllocatorEx h = {NULL, h_malloc, h_calloc, h_realloc, h_free};
+	PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &h);
+	return 0;
+#endif
+}
+
+void arena_sweep(void) {
+	if (!A.shared)
+		return;
+	uint32_t f = __atomic_load_n(A.freed, __ATOMIC_ACQUIRE);
+	if (f == A.seen)
+		return;
+	A.seen = f; /* before the scan: a hold cleared during it moves the count again */
+	uint32_t hi = 0;
+	for (uint32_t k = 0; k < A.hi; k++) {
+		if (!A.obj[k])
+			continue;
+		if (__atomic_load_n(&A.held[k], __ATOMIC_ACQUIRE) != 0) {
+			hi = k + 1;
+			continue;
+		}
+		PyObject *o = A.obj[k];
+		A.obj[k] = NULL;
+		Py_DECREF(o); /* an exact bytes object: no finalizer runs */
+	}
+	A.hi = hi;
+}
+
+long long arena_lend(PyObject **chunk, const char *data, size_t *off) {
+	PyObject *c = *chunk;
+	if (!A.shared || !c || !PyBytes_CheckExact(c) || data != PyBytes_AS_STRING(c) || !in_arena(data))
+		return -1;
+	arena_sweep();
+	uint32_t k = 0;
+	while (k < A.hi && A.obj[k])
+		k++;
+	if (k >= A.holds)
+		return -1;
+	A.obj[k] = c;
+	*chunk = NULL;
+	__atomic_store_n(&A.held[k], 1, __ATOMIC_RELEASE);
+	if (k >= A.hi)
+		A.hi = k + 1;
+	*off = (size_t)(data - A.base);
+	return k;
+}

@@ -1,0 +1,130 @@
+package pybridge
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"gowsgi/internal/frame"
+)
+
+// testChunks is the shared memory whose arena the tests' Python allocates in (TestMain): the
+// front's side of it, which lends and frees as the front would.
+var testChunks *frame.SharedChunks
+
+// newTestArena makes an arena of 16 MiB: less than /churn's objects need at their peak.
+func newTestArena() (*frame.SharedChunks, error) {
+	c, f, err := frame.NewSharedChunks(frame.ChunksLayout{Buffers: 1, Size: 4096, Holds: 64, ArenaPages: 4096})
+	if err != nil {
+		return nil, err
+	}
+	return c, f.Close()
+}
+
+// arenaEnv names the arena's addresses to the app, which checks where its objects are.
+func arenaEnv(path string, kv ...string) []byte {
+	a := testChunks.Arena()
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(a)))
+	return packEnv(append([]string{"REQUEST_METHOD", "GET", "PATH_INFO", path,
+		"ARENA", fmt.Sprintf("%d-%d", lo, lo+uintptr(len(a)))}, kv...)...)
+}
+
+// TestArenaLend: body chunks of 64 KiB are allocated in the arena and lent, not copied: each
+// one's bytes are the arena's at its hold's offset. A held chunk keeps its bytes after the
+// app dropped it and went on allocating; once the holds are cleared, the next call drops the
+// references and the next chunks take the same pages again.
+func TestArenaLend(t *testing.T) {
+	onThread(t, func(th *Thread) {
+		arena := testChunks.Arena()
+		stream := func() []Result {
+			var got []Result
+			r := th.Call(1, packEnv("REQUEST_METHOD", "GET", "PATH_INFO", "/fresh"), nil, true, -1, -1)
+			for {
+				if r.Kind != Data && r.Kind != Done {
+					t.Fatalf("chunk %d: kind %v (%s)", len(got), r.Kind, r.Err)
+				}
+				if len(r.Data) == 0 && r.Kind == Done {
+					break // a generator ends after its last chunk
+				}
+				if r.Hold < 0 {
+					t.Fatalf("chunk %d of 64 KiB was not lent from the arena", len(got))
+				}
+				if &r.Data[0] != &arena[r.HoldOff] {
+					t.Fatalf("chunk %d is not at offset %d of the arena", len(got), r.HoldOff)
+				}
+				got = append(got, r)
+				if r.Kind == Done {
+					break
+				}
+				r = th.Next()
+			}
+			th.Close()
+			return got
+		}
+		first := stream()
+		offsets := map[int]bool{}
+		for i, r := range first {
+			if len(r.Data) != 65536 || strings.Count(string(r.Data), string(rune(i))) != 65536 {
+				t.Errorf("held chunk %d lost its bytes", i)
+			}
+			if offsets[r.HoldOff] {
+				t.Errorf("chunk %d shares offset %d with an earlier held one", i, r.HoldOff)
+			}
+			offsets[r.HoldOff] = true
+		}
+		if len(first) != 6 {
+			t.Fatalf("%d chunks, want 6", len(first))
+		}
+		for _, r := range first {
+			testChunks.ReleaseHeld(r.Hold)
+		}
+		reused := 0
+		for _, r := range stream() {
+			if offsets[r.HoldOff] {
+				reused++
+			}
+			testChunks.ReleaseHeld(r.Hold)
+		}
+		if reused == 0 {
+			t.Error("no chunk took the pages of the released ones: the holds were not dropped")
+		}
+		if r := call(th, "/hello", ""); r.Hold != -1 {
+			t.Errorf("a short body was lent: hold %d", r.Hold)
+		}
+		th.Close()
+	})
+}
+
+// TestArenaChurn: big objects allocated, resized and freed at random, more than the arena
+// holds, keep their bytes, and those that fit are in the arena.
+func TestArenaChurn(t *testing.T) {
+	for seed := range 3 {
+		onThread(t, func(th *Thread) {
+			r := th.Call(1, arenaEnv("/churn", "SEED", fmt.Sprint(seed)), nil, true, -1, -1)
+			got := string(r.Data)
+			th.Close()
+			var inside int
+			if _, err := fmt.Sscanf(got, "ok %d", &inside); err != nil {
+				t.Fatalf("seed %d: %s (%s)", seed, got, r.Err)
+			}
+			if inside < 100 {
+				t.Errorf("seed %d: only %d big objects were allocated in the arena", seed, inside)
+			}
+			t.Logf("seed %d: %d big objects in the arena", seed, inside)
+		})
+	}
+}
+
+// TestArenaFork: a child forked with objects in the arena (os.fork, multiprocessing) frees
+// them and allocates its own in their place; the parent's keep their bytes, because the child
+// moved its arena to private memory first.
+func TestArenaFork(t *testing.T) {
+	onThread(t, func(th *Thread) {
+		r := th.Call(1, arenaEnv("/fork"), nil, true, -1, -1)
+		if got := string(r.Data); got != "child 0 parent intact" {
+			t.Errorf("/fork: %q (%s)", got, r.Err)
+		}
+		th.Close()
+	})
+}
