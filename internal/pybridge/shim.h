@@ -74,8 +74,8 @@ int gw_load_app(const char *module, const char *attr, int call, const char *args
 /* gw_describe returns a malloc'd one-line description of the interpreter. Attached. */
 char *gw_describe(void);
 
-/* gw_arena_init makes the object allocator put objects of 16 KiB and more in the size bytes
- * at base, memory the front maps too, and lets phase calls lend body chunks from there in
+/* gw_arena_init makes Python's raw allocator put blocks of 16 KiB and more (big objects,
+ * which pymalloc hands it) in the size bytes at base, memory the front maps too, and lets phase calls lend body chunks from there in
  * holds: held[0:holds] are their state words and *freed counts the cleared ones (frame's
  * SharedChunks). Attached, after gw_init and before the app is loaded; at most once. Returns
  * -1 when out of memory. */
