@@ -2,6 +2,7 @@ package pybridge
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"unsafe"
@@ -126,5 +127,43 @@ func TestArenaFork(t *testing.T) {
 			t.Errorf("/fork: %q (%s)", got, r.Err)
 		}
 		th.Close()
+	})
+}
+
+// TestArenaGivesBack: a big block's pages leave the resident set when it is freed (both
+// processes': the front's mapping of them goes too), where smaller ones stay for reuse. The
+// 8 MiB must fit in the test's 16 MiB arena, which the other tests leave nearly empty.
+func TestArenaGivesBack(t *testing.T) {
+	shmem := func() int {
+		b, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kb int
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "RssShmem:") {
+				fmt.Sscanf(strings.TrimPrefix(l, "RssShmem:"), "%d", &kb)
+			}
+		}
+		return kb
+	}
+	onThread(t, func(th *Thread) {
+		hold := func(keep string) {
+			r := th.Call(1, arenaEnv("/hold8m", "KEEP", keep), nil, true, -1, -1)
+			if string(r.Data) != "ok" {
+				t.Fatalf("/hold8m: %q (%s)", r.Data, r.Err)
+			}
+			th.Close()
+		}
+		before := shmem()
+		hold("1")
+		held := shmem()
+		hold("0")
+		after := shmem()
+		t.Logf("RssShmem %d kB, %d with 8 MiB held, %d after", before, held, after)
+		// Other tests may have left the pages resident already: what counts is the drop.
+		if held-after < 7<<10 {
+			t.Errorf("freeing 8 MiB gave back only %d kB", held-after)
+		}
 	})
 }

@@ -4,6 +4,7 @@ import threading
 _local = threading.local()
 _BIG = b"B" * 100000
 _kept = []
+_held = None
 
 
 def _import_extensions():
@@ -182,6 +183,12 @@ def application(environ, start_response):
     if path == "/fresh":  # 64 KiB chunks, each a new object of byte i, dropped once yielded
         start_response("200 OK", [])
         return (bytes([i]) * 65536 for i in range(6))
+    if path == "/hold8m":  # 8 MiB kept (written through) or let go
+        global _held
+        _held = bytes(range(256)) * (32 << 10) if environ.get("KEEP") == "1" else None
+        lo, hi = _arena(environ)
+        start_response("200 OK", [])
+        return [b"ok" if _held is None or lo <= id(_held) < hi else b"not in the arena"]
     if path == "/churn":
         start_response("200 OK", [])
         return [_churn(int(environ["SEED"]), *_arena(environ)).encode()]
