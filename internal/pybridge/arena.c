@@ -15,8 +15,8 @@
  * their own; the holds are guarded by the GIL. A free-threaded build gets no arena.
  *
  * A forked child (os.fork, multiprocessing) must not allocate in memory its parent shares
- * with the front: after fork the child copies its live blocks into private memory at the same
- * addresses and stops lending (arena_after_fork). */
+ * with the front: the child gets a private copy of the live blocks at the same addresses,
+ * made by the forking thread just before the fork (before_fork), and stops lending. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -37,6 +37,9 @@
 /* A freed block this big gives its pages back to the system (both processes' resident set);
  * smaller ones stay resident for the next object, as malloc's heap keeps them. */
 #define GW_ARENA_RETURN (4u << 20)
+/* Shorter chunks are not lent: one a realloc shrank stays in the arena, and a short chunk
+ * costs less copied into the ring with the frames around it than named in a frame of its own. */
+#define GW_LEND_MIN (8 * 1024)
 
 /* mu guards the pages: used, run and low. base and pages are set before any thread allocates. */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -118,8 +121,8 @@ static void give_back(size_t i, size_t n) {
 	mark(i, n, 0);
 	if (i < A.low)
 		A.low = i;
-	if (n * GW_PAGE >= GW_ARENA_RETURN)
-		(void)madvise(A.base + i * GW_PAGE, n * GW_PAGE, MADV_REMOVE); /* only memory is at stake */
+	if (n * GW_PAGE >= GW_ARENA_RETURN) /* a forked child's arena is private memory */
+		(void)madvise(A.base + i * GW_PAGE, n * GW_PAGE, A.shared ? MADV_REMOVE : MADV_DONTNEED); /* only memory is at stake */
 }
 
 /* block returns the first page of the block at p, which must start one. */
@@ -208,34 +211,44 @@ static void h_free(void *ctx, void *p) {
 	pthread_mutex_unlock(&mu);
 }
 
-/* Around fork the forking thread holds mu, so that the child's pages are not caught halfway
- * through another thread's allocation; the child starts with a fresh mutex. */
-static void before_fork(void) { pthread_mutex_lock(&mu); }
+/* A fork copies the arena before it happens: the forking thread (which holds the GIL, when it
+ * is os.fork) takes mu and copies the live blocks into private memory, which the child moves
+ * to the arena's addresses and the parent drops. Copied in the child instead, the arena would
+ * already hold what the parent did since the fork, as it is shared memory: refcounts, blocks
+ * freed and reused. Block by block: reading a page that was given back would bring it back. */
+static char *fork_copy; /* the copy for the child, between before_fork and the handlers after */
 
-static void after_fork_parent(void) { pthread_mutex_unlock(&mu); }
-
-static void arena_after_fork(void);
-
-static void after_fork_child(void) {
-	pthread_mutex_init(&mu, NULL);
-	arena_after_fork();
+static void before_fork(void) {
+	pthread_mutex_lock(&mu);
+	fork_copy = NULL;
+	if (!A.base || !A.shared)
+		return;
+	size_t len = A.pages * GW_PAGE;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return; /* the child exits */
+	for (size_t i = scan(0, 1); i < A.pages; i = scan(i + A.run[i], 1))
+		memcpy(p + i * GW_PAGE, A.base + i * GW_PAGE, A.run[i] * GW_PAGE);
+	fork_copy = p;
 }
 
-/* arena_after_fork runs in a forked child: its blocks move to private memory at the same
- * addresses, or the child ends, since writing the parent's arena would corrupt its objects. */
-static void arena_after_fork(void) {
+static void after_fork_parent(void) {
+	if (fork_copy)
+		(void)munmap(fork_copy, A.pages * GW_PAGE); /* a mapping of our own: it cannot fail */
+	fork_copy = NULL;
+	pthread_mutex_unlock(&mu);
+}
+
+/* after_fork_child gives the child its copy at the arena's addresses, or ends the child, since
+ * writing the parent's arena would corrupt the parent's objects. */
+static void after_fork_child(void) {
+	pthread_mutex_init(&mu, NULL);
 	if (!A.base || !A.shared)
 		return;
 	A.shared = 0;
 	size_t len = A.pages * GW_PAGE;
-	char *priv = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (priv != MAP_FAILED) {
-		/* Block by block: reading a page that was given back would bring it back. */
-		for (size_t i = scan(0, 1); i < A.pages; i = scan(i + A.run[i], 1))
-			memcpy(priv + i * GW_PAGE, A.base + i * GW_PAGE, A.run[i] * GW_PAGE);
-		if (mremap(priv, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, A.base) != MAP_FAILED)
-			return;
-	}
+	if (fork_copy && mremap(fork_copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, A.base) != MAP_FAILED)
+		return;
 	static const char msg[] = "gowsgi: a forked child cannot copy the worker's arena; it exits\n";
 	(void)!write(2, msg, sizeof msg - 1);
 	_exit(70);
@@ -296,7 +309,8 @@ void arena_sweep(void) {
 
 long long arena_lend(PyObject **chunk, const char *data, size_t *off) {
 	PyObject *c = *chunk;
-	if (!A.shared || !c || !PyBytes_CheckExact(c) || data != PyBytes_AS_STRING(c) || !in_arena(data))
+	if (!A.shared || !c || !PyBytes_CheckExact(c) || data != PyBytes_AS_STRING(c) || !in_arena(data) ||
+	    PyBytes_GET_SIZE(c) < GW_LEND_MIN)
 		return -1;
 	arena_sweep();
 	uint32_t k = 0;

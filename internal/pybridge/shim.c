@@ -1075,6 +1075,7 @@ void gw_next(gw_thread *t, gw_out *out) {
 void gw_close(gw_thread *t) {
 	PyEval_RestoreThread(t->ts);
 	Py_CLEAR(t->chunk);
+	arena_sweep(); /* what the front wrote meanwhile need not wait for the next request */
 	Py_CLEAR(t->iter);
 	t->seq = NULL; /* borrowed from result */
 	if (t->result) {

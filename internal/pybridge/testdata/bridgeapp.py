@@ -80,21 +80,32 @@ def _churn(seed, lo, hi):
 
 def _fork(lo, hi):
     """Forks with big objects in the arena; the child frees them and allocates its own, which
-    must not land on its parent's: "child C parent intact" or "... corrupt"."""
+    must not land on its parent's, and the parent does the same with others, which must not
+    reach the child's: "child C parent intact" or "... corrupt" (C 3: the child saw the
+    parent's)."""
     import os
+    import time
     parent = [bytes([i]) * 100000 for i in range(20)]
-    if not all(lo <= id(o) < hi for o in parent):
+    shared = [bytes([100 + i]) * 100000 for i in range(20)]
+    if not all(lo <= id(o) < hi for o in parent + shared):
         return "not in the arena"
     pid = os.fork()
     if pid == 0:
         code = 2
         try:
-            del parent[:]
-            mine = [bytes([200]) * 100000 for _ in range(40)]
-            code = 0 if all(m.count(200) == 100000 for m in mine) else 1
+            time.sleep(0.1)  # the parent reuses the pages of shared meanwhile
+            if not all(o.count(100 + i) == 100000 for i, o in enumerate(shared)):
+                code = 3
+            else:
+                del parent[:]
+                mine = [bytes([200]) * 100000 for _ in range(40)]
+                code = 0 if all(m.count(200) == 100000 for m in mine) else 1
         finally:
             os._exit(code)
+    del shared[:]
+    theirs = [bytes([201]) * 100000 for _ in range(20)]
     _, status = os.waitpid(pid, 0)
+    del theirs
     ok = all(o.count(i) == 100000 for i, o in enumerate(parent))
     return "child %d parent %s" % (os.waitstatus_to_exitcode(status), "intact" if ok else "corrupt")
 
