@@ -263,8 +263,8 @@ func (c *SharedChunks) Free(i int) {
 	c.unref()
 }
 
-// Arena returns the arena; HeldStates, the hold states; Freed, the count of cleared holds:
-// the worker's Python allocates in the first and lends from it with the others.
+// Arena returns the arena, where the worker's Python allocates its big objects and from which
+// it lends chunks with HeldStates and Freed.
 func (c *SharedChunks) Arena() []byte { return c.arena }
 
 // HeldStates returns the hold states (see Arena).
