@@ -94,6 +94,9 @@ static void mark(size_t i, size_t n, int v) {
 	}
 }
 
+/* pages_for returns the pages a block of size bytes takes (one for none). */
+static size_t pages_for(size_t size) { return size ? (size + GW_PAGE - 1) / GW_PAGE : 1; }
+
 /* take marks [i, i+n) used as one block. */
 static void take(size_t i, size_t n) {
 	mark(i, n, 1);
@@ -104,7 +107,7 @@ static void take(size_t i, size_t n) {
 
 /* arena_alloc returns the first run of free pages that holds size bytes, or NULL. */
 static void *arena_alloc(size_t size) {
-	size_t n = (size + GW_PAGE - 1) / GW_PAGE;
+	size_t n = pages_for(size);
 	for (size_t i = scan(A.low, 0); i < A.pages && n <= A.pages - i;) {
 		size_t j = scan(i, 1);
 		if (j - i >= n) {
@@ -146,6 +149,12 @@ static void *locked_alloc(size_t size) {
 	return p;
 }
 
+static void locked_free(void *p) {
+	pthread_mutex_lock(&mu);
+	arena_free(p);
+	pthread_mutex_unlock(&mu);
+}
+
 static void *h_malloc(void *ctx, size_t size) {
 	(void)ctx;
 	if (size >= GW_ARENA_MIN) {
@@ -174,7 +183,7 @@ static void *h_realloc(void *ctx, void *p, size_t size) {
 		return A.prev.realloc(A.prev.ctx, p, size);
 	pthread_mutex_lock(&mu);
 	size_t i = block(p), old = A.run[i];
-	size_t n = size ? (size + GW_PAGE - 1) / GW_PAGE : 1;
+	size_t n = pages_for(size);
 	int kept = 1;
 	if (n < old) {
 		A.run[i] = (uint32_t)n;
@@ -194,21 +203,16 @@ static void *h_realloc(void *ctx, void *p, size_t size) {
 	if (!q)
 		return NULL;
 	memcpy(q, p, old * GW_PAGE); /* less than size: it grows */
-	pthread_mutex_lock(&mu);
-	arena_free(p);
-	pthread_mutex_unlock(&mu);
+	locked_free(p);
 	return q;
 }
 
 static void h_free(void *ctx, void *p) {
 	(void)ctx;
-	if (!in_arena(p)) {
+	if (in_arena(p))
+		locked_free(p);
+	else
 		A.prev.free(A.prev.ctx, p);
-		return;
-	}
-	pthread_mutex_lock(&mu);
-	arena_free(p);
-	pthread_mutex_unlock(&mu);
 }
 
 /* A fork copies the arena before it happens: the forking thread (which holds the GIL, when it
