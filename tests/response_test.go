@@ -683,3 +683,59 @@ func TestSharedChunks(t *testing.T) {
 		t.Fatalf("after a reload the front still maps %d sets of shared chunks", mappings())
 	}
 }
+
+// TestIdleWorkerDropsLentChunks: a big body chunk goes to the front straight from the Python
+// object, which the worker keeps until the front has written it; then the worker drops it
+// even when no other request comes, rather than keeping a whole big body while it idles. The
+// worker's shared resident memory holds the 32 MiB object while the client has read only
+// part of it, and loses it within seconds once the client has read it all.
+func TestIdleWorkerDropsLentChunks(t *testing.T) {
+	t.Parallel()
+	s := startRaw(t, "-w", "1", "--threads", "2")
+	stillServesPath(t, s.URL+"/single")
+	workers, err := testenv.Descendants(s.Pid)
+	if err != nil || len(workers) != 1 {
+		t.Fatalf("workers %v, %v; want one", workers, err)
+	}
+	shmem := func() int64 {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(workers[0]) + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kb int64
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "RssShmem:"); ok {
+				kb, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			}
+		}
+		return kb << 10
+	}
+	const size = 32 << 20
+	before := shmem()
+	c := dial(t, s)
+	write(t, c, headRequest("GET", "/big?one=1&mb=32"))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	lent := shmem()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || n != size-1<<20 {
+		t.Fatalf("read %d more bytes (%v), want %d", n, err, size-1<<20)
+	}
+	after := shmem()
+	for deadline := time.Now().Add(10 * time.Second); after-before > size/4 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		after = shmem()
+	}
+	t.Logf("the worker's RssShmem: %d MiB before, %d while lent, %d after", before>>20, lent>>20, after>>20)
+	if lent-before < size*7/8 {
+		t.Fatalf("the body was not lent from the worker's shared arena: %d MiB more while it was read", (lent-before)>>20)
+	}
+	if after-before > size/4 {
+		t.Errorf("the idle worker still keeps %d MiB more than before the response", (after-before)>>20)
+	}
+}

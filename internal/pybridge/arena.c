@@ -56,6 +56,7 @@ static struct {
 	uint32_t *held;  /* per hold, shared with the front: 1 while lent */
 	uint32_t *freed; /* shared: holds the front (or Go) cleared, counted */
 	uint32_t seen;   /* *freed when the holds were last swept */
+	unsigned long sweeps; /* arena_sweep's calls; read without the GIL (arena_sweeps) */
 	PyObject **obj;  /* per hold: the reference it keeps, until swept */
 	uint32_t holds, hi; /* no hold at or above hi keeps a reference */
 } A;
@@ -292,6 +293,7 @@ int gw_arena_init(void *base, size_t size, uint32_t *held, uint32_t holds, uint3
 void arena_sweep(void) {
 	if (!A.shared)
 		return;
+	__atomic_store_n(&A.sweeps, A.sweeps + 1, __ATOMIC_RELAXED); /* only under the GIL */
 	uint32_t f = __atomic_load_n(A.freed, __ATOMIC_ACQUIRE);
 	if (f == A.seen)
 		return;
@@ -310,6 +312,10 @@ void arena_sweep(void) {
 	}
 	A.hi = hi;
 }
+
+int arena_lent(void) { return A.hi > 0; }
+
+unsigned long arena_sweeps(void) { return __atomic_load_n(&A.sweeps, __ATOMIC_RELAXED); }
 
 long long arena_lend(PyObject **chunk, const char *data, size_t *off) {
 	PyObject *c = *chunk;

@@ -134,19 +134,6 @@ func TestArenaFork(t *testing.T) {
 // processes': the front's mapping of them goes too), where smaller ones stay for reuse. The
 // 8 MiB must fit in the test's 16 MiB arena, which the other tests leave nearly empty.
 func TestArenaGivesBack(t *testing.T) {
-	shmem := func() int {
-		b, err := os.ReadFile("/proc/self/status")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var kb int
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "RssShmem:") {
-				fmt.Sscanf(strings.TrimPrefix(l, "RssShmem:"), "%d", &kb)
-			}
-		}
-		return kb
-	}
 	onThread(t, func(th *Thread) {
 		hold := func(keep string) {
 			r := th.Call(1, arenaEnv("/hold8m", "KEEP", keep), nil, true, -1, -1)
@@ -155,15 +142,65 @@ func TestArenaGivesBack(t *testing.T) {
 			}
 			th.Close()
 		}
-		before := shmem()
+		before := rssShmem(t)
 		hold("1")
-		held := shmem()
+		held := rssShmem(t)
 		hold("0")
-		after := shmem()
+		after := rssShmem(t)
 		t.Logf("RssShmem %d kB, %d with 8 MiB held, %d after", before, held, after)
 		// Other tests may have left the pages resident already: what counts is the drop.
 		if held-after < 7<<10 {
 			t.Errorf("freeing 8 MiB gave back only %d kB", held-after)
 		}
 	})
+}
+
+// TestArenaSweep: Sweep drops a lent chunk once the front is done with it, with no request
+// to serve: an 8 MiB chunk leaves the resident set when it is released and swept, and Sweep
+// says whether a chunk is still lent. (The worker's sweeper calls it while the threads idle.)
+func TestArenaSweep(t *testing.T) {
+	onThread(t, func(th *Thread) {
+		before := Sweeps()
+		r := th.Call(1, arenaEnv("/lend8m"), nil, true, -1, -1)
+		if Sweeps() == before {
+			t.Error("a call did not count its sweep: the worker's sweeper would take the GIL from busy threads")
+		}
+		if r.Hold < 0 || len(r.Data) != 8<<20 {
+			t.Fatalf("/lend8m: hold %d, %d bytes (%s)", r.Hold, len(r.Data), r.Err)
+		}
+		th.Close()
+		if !th.Sweep() {
+			t.Error("Sweep says nothing is lent while the front holds a chunk")
+		}
+		lent := rssShmem(t)
+		testChunks.ReleaseHeld(r.Hold)
+		released := rssShmem(t)
+		if th.Sweep() {
+			t.Error("Sweep says a chunk is still lent after the front released the last one")
+		}
+		swept := rssShmem(t)
+		t.Logf("RssShmem %d kB lent, %d released, %d swept", lent, released, swept)
+		if lent-released > 1<<10 {
+			t.Errorf("releasing the hold alone gave back %d kB: only the sweep drops the chunk", lent-released)
+		}
+		if released-swept < 7<<10 {
+			t.Errorf("the sweep gave back only %d kB of the 8 MiB chunk", released-swept)
+		}
+	})
+}
+
+// rssShmem is this process's resident shared memory in kB, where the arena's pages count.
+func rssShmem(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kb int
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "RssShmem:") {
+			fmt.Sscanf(strings.TrimPrefix(l, "RssShmem:"), "%d", &kb)
+		}
+	}
+	return kb
 }

@@ -199,6 +199,17 @@ func (t *Thread) Close() {
 	C.gw_close(t.t)
 }
 
+// Sweep drops the references of the lent chunks (Result.Hold) the front is done with, as every
+// phase call does on its way, and reports whether a chunk is still lent. It is for a thread
+// that serves no request: else an idle worker would keep its last big chunks until its next
+// request. It waits for the GIL.
+func (t *Thread) Sweep() bool { return C.gw_sweep(t.t) != 0 }
+
+// Sweeps counts the sweeps made so far. The serving threads make them too (each Call and
+// Close, and each chunk lent), so a count that moves says they are at it, and a Sweep would
+// take the GIL from them for nothing. It does not take the GIL.
+func Sweeps() uint64 { return uint64(C.gw_sweeps()) }
+
 func (t *Thread) result() Result {
 	o := &t.out
 	r := Result{

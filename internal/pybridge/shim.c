@@ -1100,6 +1100,16 @@ void gw_close(gw_thread *t) {
 	t->ts = PyEval_SaveThread();
 }
 
+int gw_sweep(gw_thread *t) {
+	PyEval_RestoreThread(t->ts);
+	arena_sweep();
+	int lent = arena_lent();
+	t->ts = PyEval_SaveThread();
+	return lent;
+}
+
+unsigned long gw_sweeps(void) { return arena_sweeps(); }
+
 int gw_interrupt(gw_thread *t, unsigned long long serial) {
 	PyGILState_STATE g = PyGILState_Ensure();
 	int n = 0;

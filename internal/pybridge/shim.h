@@ -110,4 +110,13 @@ int gw_interrupt(gw_thread *t, unsigned long long serial);
  * reference of the request. Detached. Safe to call when nothing is open. */
 void gw_close(gw_thread *t);
 
+/* gw_sweep drops the references of the lent chunks the front is done with, as every phase
+ * call does on its way, and reports whether a chunk is still lent: for a thread that serves no
+ * request, so that an idle worker does not keep its last big chunks. Takes the GIL. */
+int gw_sweep(gw_thread *t);
+
+/* gw_sweeps counts the sweeps made so far (by gw_call, gw_close, each chunk lent, and
+ * gw_sweep): a count that moves says threads are sweeping. No GIL needed. */
+unsigned long gw_sweeps(void);
+
 #endif

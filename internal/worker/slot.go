@@ -191,6 +191,7 @@ func (s *slot) stream(th *pybridge.Thread, t *task, res pybridge.Result) {
 			_ = s.w.out.SendData(func(dst []byte) []byte { // a dead front ends the reader
 				return frame.AppendDataHeld(append(dst, buf...), t.id, hold, off, n)
 			}, t.id, nil, done)
+			s.w.sweep.kick()
 		} else {
 			// One copy, from the Python bytes into shared buffers, or into the ring for what
 			// does not go there (see SendData); res.Data stays valid until the next call on th.

@@ -146,6 +146,15 @@ func Run(opts Options) int {
 		log.Error("worker: " + err.Error())
 		return ExitFailure
 	}
+	if chunks != nil {
+		w.sweep = newSweeper()
+		started := make(chan error, 1)
+		go w.sweep.run(started)
+		if err := <-started; err != nil {
+			log.Error("worker: start the sweeper: " + err.Error())
+			return ExitFailure
+		}
+	}
 	log.Info(fmt.Sprintf("Booted worker: %s, app %s, %d threads", desc, opts.AppName, opts.Threads))
 	if err := w.out.Send(frame.AppendReady(nil, frame.ReadyInfo{
 		Version: frame.Version, Threads: uint32(opts.Threads), Pid: uint32(os.Getpid()), Python: desc,
@@ -170,6 +179,9 @@ func Run(opts Options) int {
 	w.finishing.Store(true)
 	w.queue.close()
 	w.threads.Wait()
+	if w.sweep != nil {
+		w.sweep.stop()
+	}
 	w.stopCompanions()
 	_ = w.out.Close() // the front may already be gone; nothing left to tell it
 	pybridge.Finalize()
@@ -227,6 +239,7 @@ type worker struct {
 	readDone atomic.Bool // the connection from the front ended, or broke the protocol
 	rkick    int         // eventfd that wakes readLoop from a nap (runq.readerNap)
 
+	sweep      *sweeper       // drops lent chunks while the threads idle; nil without an arena
 	queue      runq           // requests waiting for a free Python thread
 	interrupts chan *task     // timed-out requests for the interrupter
 	threads    sync.WaitGroup // the Python thread goroutines

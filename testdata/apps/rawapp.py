@@ -293,6 +293,8 @@ def big(environ, start_response):
         for i in range(chunks):
             yield bytes([i % 251]) * 65536 if vary else CHUNK_64K
 
+    if q.get("one") == "1":  # the whole body as one bytes object
+        return [CHUNK_64K * chunks]
     if q.get("write") == "1":  # through write() instead of the iterable
         for chunk in gen():
             write(chunk)

@@ -200,6 +200,9 @@ def application(environ, start_response):
         lo, hi = _arena(environ)
         start_response("200 OK", [])
         return [b"ok" if _held is None or lo <= id(_held) < hi else b"not in the arena"]
+    if path == "/lend8m":  # one 8 MiB chunk, which only the response refers to
+        start_response("200 OK", [])
+        return [bytes(range(256)) * (32 << 10)]
     if path == "/churn":
         start_response("200 OK", [])
         return [_churn(int(environ["SEED"]), *_arena(environ)).encode()]
