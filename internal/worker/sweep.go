@@ -2,6 +2,7 @@ package worker
 
 import (
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"gowsgi/internal/pybridge"
@@ -9,7 +10,8 @@ import (
 
 // The sweeper's pace: its first look comes sweepFirst after a chunk was lent, which is long
 // enough for the front to have written a chunk to a client that reads; while chunks stay lent
-// (slow clients) it looks again less and less often, up to every sweepMax.
+// (slow clients, or threads that keep streaming) it looks again less and less often, up to
+// every sweepMax, so that a busy worker wakes it about once a second.
 const (
 	sweepFirst = 50 * time.Millisecond
 	sweepMax   = time.Second
@@ -21,13 +23,14 @@ const (
 // when its thread calls close(), so without the sweeper an idle worker would keep them, as
 // much as a whole big body, until its next request.
 type sweeper struct {
-	lent    chan struct{} // a chunk went to the front; a kick, buffered once
-	done    chan struct{} // closed to stop the sweeper
-	stopped chan struct{} // closed when it has stopped
+	freed   *atomic.Uint32 // the holds cleared so far (frame.SharedChunks.Freed)
+	lent    chan struct{}  // a chunk went to the front; a kick, buffered once
+	done    chan struct{}  // closed to stop the sweeper
+	stopped chan struct{}  // closed when it has stopped
 }
 
-func newSweeper() *sweeper {
-	return &sweeper{lent: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
+func newSweeper(freed *atomic.Uint32) *sweeper {
+	return &sweeper{freed: freed, lent: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
 }
 
 // kick tells the sweeper a chunk was lent. It never blocks: the hot path of a stream calls it.
@@ -58,7 +61,11 @@ func (sw *sweeper) run(started chan<- error) {
 	if err != nil {
 		return
 	}
-	var swept uint64 // pybridge.Sweeps at the last look
+	var (
+		swept     uint64 // pybridge.Sweeps at the last look
+		freed     uint32 // sw.freed at the sweeper's last sweep
+		sweptOnce bool   // freed holds a value
+	)
 	t := time.NewTimer(sweepFirst)
 	t.Stop()
 	defer t.Stop()
@@ -68,7 +75,7 @@ func (sw *sweeper) run(started chan<- error) {
 			return
 		case <-sw.lent:
 		}
-		for d := sweepFirst; ; {
+		for d := sweepFirst; ; d = min(2*d, sweepMax) {
 			t.Reset(d)
 			select {
 			case <-sw.done:
@@ -76,19 +83,21 @@ func (sw *sweeper) run(started chan<- error) {
 			case <-t.C:
 			}
 			select {
-			case <-sw.lent: // lent again meanwhile: the new chunks set the pace
-				d = sweepFirst
+			case <-sw.lent: // this round covers the chunks lent meanwhile
 			default:
-				d = min(2*d, sweepMax)
 			}
 			if n := pybridge.Sweeps(); n != swept {
-				// The serving threads sweep: taking the GIL from them as well cost a
-				// stream 10 % more CPU in the workers. Look again soon after they stop.
-				swept, d = n, sweepFirst
+				// The serving threads sweep: taking the GIL from them as well cost the
+				// stream's workers 3-5 µs more per response (a tenth or more).
+				swept = n
 				continue
 			}
+			f := sw.freed.Load()
+			if sweptOnce && f == freed {
+				continue // nothing cleared since: a slow client still reads what is lent
+			}
 			more := th.Sweep()
-			swept = pybridge.Sweeps()
+			swept, freed, sweptOnce = pybridge.Sweeps(), f, true
 			if !more {
 				break
 			}

@@ -142,18 +142,18 @@ func Run(opts Options) int {
 		log.Warn("worker: no watchdog timer; threads will not read the front's frames themselves: " + err.Error())
 	}
 	go w.interrupter()
-	if err := w.startThreads(opts.Threads); err != nil {
-		log.Error("worker: " + err.Error())
-		return ExitFailure
-	}
-	if chunks != nil {
-		w.sweep = newSweeper()
+	if chunks != nil { // before the threads, which kick it
+		w.sweep = newSweeper(chunks.Freed())
 		started := make(chan error, 1)
 		go w.sweep.run(started)
 		if err := <-started; err != nil {
 			log.Error("worker: start the sweeper: " + err.Error())
 			return ExitFailure
 		}
+	}
+	if err := w.startThreads(opts.Threads); err != nil {
+		log.Error("worker: " + err.Error())
+		return ExitFailure
 	}
 	log.Info(fmt.Sprintf("Booted worker: %s, app %s, %d threads", desc, opts.AppName, opts.Threads))
 	if err := w.out.Send(frame.AppendReady(nil, frame.ReadyInfo{
