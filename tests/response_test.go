@@ -698,17 +698,11 @@ func TestIdleWorkerDropsLentChunks(t *testing.T) {
 		t.Fatalf("workers %v, %v; want one", workers, err)
 	}
 	shmem := func() int64 {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(workers[0]) + "/status")
+		n, err := testenv.RSSShmem(workers[0])
 		if err != nil {
 			t.Fatal(err)
 		}
-		var kb int64
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "RssShmem:"); ok {
-				kb, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			}
-		}
-		return kb << 10
+		return n
 	}
 	const size = 32 << 20
 	before := shmem()

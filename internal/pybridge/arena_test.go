@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"gowsgi/internal/frame"
+	"gowsgi/internal/testenv"
 )
 
 // testChunks is the shared memory whose arena the tests' Python allocates in (TestMain): the
@@ -194,15 +195,9 @@ func TestArenaSweep(t *testing.T) {
 // rssShmem is this process's resident shared memory in kB, where the arena's pages count.
 func rssShmem(t *testing.T) int {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/status")
+	n, err := testenv.RSSShmem(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var kb int
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "RssShmem:") {
-			fmt.Sscanf(strings.TrimPrefix(l, "RssShmem:"), "%d", &kb)
-		}
-	}
-	return kb
+	return int(n >> 10)
 }

@@ -61,7 +61,15 @@ func parentPid(pid int) (int, error) {
 }
 
 // RSS returns the resident set size of pid in bytes (VmRSS of /proc/PID/status).
-func RSS(pid int) (int64, error) {
+func RSS(pid int) (int64, error) { return statusBytes(pid, "VmRSS") }
+
+// RSSShmem returns the resident shared memory of pid in bytes (RssShmem of /proc/PID/status):
+// where the pages of memfds such as a worker's arena count.
+func RSSShmem(pid int) (int64, error) { return statusBytes(pid, "RssShmem") }
+
+// statusBytes returns the field of /proc/PID/status that counts kB, in bytes; 0 when the
+// field is missing (a zombie has no memory lines).
+func statusBytes(pid int, field string) (int64, error) {
 	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
 		return 0, err
@@ -69,13 +77,13 @@ func RSS(pid int) (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		rest, ok := strings.CutPrefix(sc.Text(), field+":")
 		if !ok {
 			continue
 		}
 		fields := strings.Fields(rest) // "12345 kB"
 		if len(fields) != 2 || fields[1] != "kB" {
-			return 0, fmt.Errorf("/proc/%d/status: odd VmRSS line %q", pid, sc.Text())
+			return 0, fmt.Errorf("/proc/%d/status: odd %s line %q", pid, field, sc.Text())
 		}
 		kb, err := strconv.ParseInt(fields[0], 10, 64)
 		if err != nil {
@@ -86,7 +94,7 @@ func RSS(pid int) (int64, error) {
 	if err := sc.Err(); err != nil {
 		return 0, err
 	}
-	return 0, nil // a zombie has no VmRSS line
+	return 0, nil
 }
 
 // TreeRSS returns the summed resident set size, in bytes, of pid and all its descendants
