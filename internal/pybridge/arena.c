@@ -9,7 +9,8 @@
  * the front: the thread that iterated it moves its reference into a hold (arena_lend), Go
  * names the hold and the bytes' offset in a DataHeld frame, and the front writes the client
  * from the object and clears the hold's shared state word. The next phase call that sees the
- * front's count of cleared holds move drops those references (arena_sweep), with the GIL.
+ * front's count of cleared holds move drops those references (arena_sweep), with the GIL; in a
+ * worker whose threads idle, its sweeper does (gw_sweep).
  *
  * The raw allocator is called without the GIL too, so the pages are guarded by a mutex of
  * their own; the holds are guarded by the GIL. A free-threaded build gets no arena.

@@ -199,8 +199,8 @@ func (t *Thread) Close() {
 	C.gw_close(t.t)
 }
 
-// Sweep drops the references of the lent chunks (Result.Hold) the front is done with, as every
-// phase call does on its way, and reports whether a chunk is still lent. It is for a thread
+// Sweep drops the references of the lent chunks (Result.Hold) the front is done with, as the
+// phase calls do on their way (Sweeps), and reports whether a chunk is still lent. It is for a thread
 // that serves no request: else an idle worker would keep its last big chunks until its next
 // request. It waits for the GIL.
 func (t *Thread) Sweep() bool { return C.gw_sweep(t.t) != 0 }

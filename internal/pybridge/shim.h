@@ -75,9 +75,9 @@ int gw_load_app(const char *module, const char *attr, int call, const char *args
 char *gw_describe(void);
 
 /* gw_arena_init makes Python's raw allocator put blocks of 16 KiB and more (big objects,
- * which pymalloc hands it) in the size bytes at base, memory the front maps too, and lets phase calls lend body chunks from there in
- * holds: held[0:holds] are their state words and *freed counts the cleared ones (frame's
- * SharedChunks). Attached, after gw_init and before the app is loaded; at most once. Returns
+ * which pymalloc hands it) in the size bytes at base, memory the front maps too, and lets
+ * phase calls lend body chunks from there in holds: held[0:holds] are their state words and
+ * *freed counts the cleared ones (frame's SharedChunks). Attached, after gw_init and before the app is loaded; at most once. Returns
  * -1 when out of memory. */
 int gw_arena_init(void *base, size_t size, uint32_t *held, uint32_t holds, uint32_t *freed);
 
@@ -110,8 +110,8 @@ int gw_interrupt(gw_thread *t, unsigned long long serial);
  * reference of the request. Detached. Safe to call when nothing is open. */
 void gw_close(gw_thread *t);
 
-/* gw_sweep drops the references of the lent chunks the front is done with, as every phase
- * call does on its way, and reports whether a chunk is still lent: for a thread that serves no
+/* gw_sweep drops the references of the lent chunks the front is done with, as the phase
+ * calls do on their way (gw_sweeps), and reports whether a chunk is still lent: for a thread that serves no
  * request, so that an idle worker does not keep its last big chunks. Takes the GIL. */
 int gw_sweep(gw_thread *t);
 
