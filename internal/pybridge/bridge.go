@@ -200,9 +200,9 @@ func (t *Thread) Close() {
 }
 
 // Sweep drops the references of the lent chunks (Result.Hold) the front is done with, as the
-// phase calls do on their way (Sweeps), and reports whether a chunk is still lent. It is for a thread
-// that serves no request: else an idle worker would keep its last big chunks until its next
-// request. It waits for the GIL.
+// phase calls do on their way (Sweeps), and reports whether a chunk is still lent. It is for a
+// thread that serves no request: else an idle worker would keep its last big chunks until its
+// next request. It waits for the GIL.
 func (t *Thread) Sweep() bool { return C.gw_sweep(t.t) != 0 }
 
 // Sweeps counts the sweeps made so far. The serving threads make them too (each Call and

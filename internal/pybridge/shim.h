@@ -77,8 +77,8 @@ char *gw_describe(void);
 /* gw_arena_init makes Python's raw allocator put blocks of 16 KiB and more (big objects,
  * which pymalloc hands it) in the size bytes at base, memory the front maps too, and lets
  * phase calls lend body chunks from there in holds: held[0:holds] are their state words and
- * *freed counts the cleared ones (frame's SharedChunks). Attached, after gw_init and before the app is loaded; at most once. Returns
- * -1 when out of memory. */
+ * *freed counts the cleared ones (frame's SharedChunks). Attached, after gw_init and before
+ * the app is loaded; at most once. Returns -1 when out of memory. */
 int gw_arena_init(void *base, size_t size, uint32_t *held, uint32_t holds, uint32_t *freed);
 
 /* gw_detach_main detaches the main thread after setup: attached on entry, detached on exit. */
@@ -111,8 +111,9 @@ int gw_interrupt(gw_thread *t, unsigned long long serial);
 void gw_close(gw_thread *t);
 
 /* gw_sweep drops the references of the lent chunks the front is done with, as the phase
- * calls do on their way (gw_sweeps), and reports whether a chunk is still lent: for a thread that serves no
- * request, so that an idle worker does not keep its last big chunks. Takes the GIL. */
+ * calls do on their way (gw_sweeps), and reports whether a chunk is still lent: for a thread
+ * that serves no request, so that an idle worker does not keep its last big chunks. Takes
+ * the GIL. */
 int gw_sweep(gw_thread *t);
 
 /* gw_sweeps counts the sweeps made so far (by gw_call, gw_close, each chunk lent, and
